@@ -1,0 +1,219 @@
+"""The one settings object: environment (prefix ``LIVERANK_``) + an optional TOML file.
+
+Built once at the entry point (``Settings.load``) and passed down; no other module reads the
+environment. Nested sections are set from the environment with a double underscore, e.g.
+``LIVERANK_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``LIVERANK_LABELS__CLICK_WINDOW=600``.
+A key that does not exist (a typo in the TOML file or the environment) fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "LIVERANK_CONFIG"
+"""Environment variable naming the TOML file (default: ``liverank.toml`` if it exists)."""
+
+
+class Section(BaseModel):
+    """A frozen settings section that refuses unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    topic_prefix: str = "liverank"
+    partitions: int = Field(4, ge=1, description="partition count of every topic (co-partitioned)")
+    replication_factor: int = Field(1, ge=1)
+    max_event_bytes: int = Field(64 * 1024, ge=1024, description="larger events are dead letters")
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection options shared by kafka-python clients (security included)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            options["ssl_cafile"] = str(self.ssl_cafile)
+        return options
+
+
+class RedisSettings(Section):
+    url: str = "redis://127.0.0.1:16379/0"
+    password: SecretStr | None = None
+    feature_ttl_seconds: int = Field(8 * 24 * 3600, ge=60)
+    socket_timeout_seconds: float = Field(0.5, gt=0)
+
+
+class HBaseSettings(Section):
+    thrift_host: str = "127.0.0.1"
+    thrift_port: int = 19090
+    table_prefix: str = "liverank"
+    snapshot_ttl_seconds: int = Field(3 * 24 * 3600, ge=60)
+    profile_cache_seconds: float = Field(300.0, ge=0)
+    timeout_ms: int = Field(5000, ge=100)
+
+
+class LabelSettings(Section):
+    """The label-join rules of DESIGN §4 (all in event-time seconds)."""
+
+    policy: Literal["negative_cache", "fake_negative"] = "negative_cache"
+    click_window: float = Field(300.0, gt=0)
+    conversion_window: float = Field(1800.0, gt=0)
+    effective_watch_seconds: float = Field(30.0, ge=0)
+    allowed_lateness: float = Field(60.0, ge=0)
+    tick_interval: float = Field(5.0, gt=0, description="wall seconds between watermark ticks")
+
+
+class AdmissionSettings(Section):
+    """Feature admission (DESIGN §6); per-field overrides live in ``fields``."""
+
+    mode: Literal["hard", "poisson", "dynamic_l1"] = "hard"
+    full_threshold: int = Field(5, ge=1)
+    incremental_threshold: int = Field(2, ge=1)
+    poisson_p: float = Field(0.2, gt=0, le=1)
+    l1: float = Field(1e-3, ge=0)
+    l1_c: float = Field(4.0, ge=0)
+    l1_n: int = Field(20, ge=1)
+    vocab_ttl_days: int = Field(7, ge=1)
+    fields: dict[str, dict[str, float | int | str]] = Field(default_factory=dict)
+
+
+class TrainerSettings(Section):
+    window_minutes: int = Field(15, ge=1)
+    restart_policy: Literal["from_base", "chained"] = "from_base"
+    embedding_dim: int = Field(16, ge=1)
+    mlp_hidden: tuple[int, ...] = (128, 64)
+    interest_length: int = Field(50, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    seed: int = 7
+    gate_auc_margin: float = Field(0.01, ge=0)
+    gate_logloss_margin: float = Field(0.02, ge=0)
+    retention_versions: int = Field(20, ge=1)
+    retention_hours: float = Field(24.0, ge=0)
+
+
+class ScorerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = 18080
+    admin_token: SecretStr | None = None
+    poll_interval_seconds: float = Field(5.0, gt=0)
+    score: Literal["ctcvr", "blend"] = "ctcvr"
+    blend_ctr_weight: float = Field(0.5, ge=0, le=1)
+    snapshot_queue_size: int = Field(10_000, ge=1)
+
+
+class LocalServicesSettings(Section):
+    """Ports and folders of the loopback services started by ``liverank services up``."""
+
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    redis_port: int = 16379
+    hbase_thrift_port: int = 19090
+    hbase_zookeeper_port: int = 12181
+    hbase_master_port: int = 16100
+    hbase_regionserver_port: int = 16120
+    start_timeout_seconds: float = Field(180.0, gt=0)
+    java: str = "java"
+    mvn: str = "mvn"
+    kafka_heap: str = "512m"
+    hbase_heap: str = "768m"
+    hbase_thrift_heap: str = "256m"
+
+
+class Settings(BaseSettings):
+    """Every knob of liverank. ``Settings.load()`` at the entry point; pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LIVERANK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Field(Path(".liverank"), description="data, logs and local services live here")
+    samples_root: str = ""
+    checkpoint_root: str = ""
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    hbase: HBaseSettings = HBaseSettings()
+    labels: LabelSettings = LabelSettings()
+    admission: AdmissionSettings = AdmissionSettings()
+    trainer: TrainerSettings = TrainerSettings()
+    scorer: ScorerSettings = ScorerSettings()
+    local: LocalServicesSettings = LocalServicesSettings()
+
+    @model_validator(mode="after")
+    def _derive_roots(self) -> Settings:
+        # Frozen model: fill the derived defaults through object.__setattr__ once, here.
+        if not self.samples_root:
+            object.__setattr__(self, "samples_root", str(self.home / "samples"))
+        if not self.checkpoint_root:
+            object.__setattr__(self, "checkpoint_root", str(self.home / "checkpoints"))
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config: Path | None = None, **overrides: Any) -> Settings:
+        """Build the settings: explicit overrides > environment > TOML file > defaults.
+
+        The TOML file is ``config``, else the file named by ``LIVERANK_CONFIG``, else
+        ``./liverank.toml`` when it exists.
+        """
+        path = config if config is not None else _toml_file_from_environment()
+        if path is None:
+            return cls(**overrides)
+        if not path.is_file():
+            raise FileNotFoundError(f"settings file {path} does not exist")
+        with_file = type(
+            cls.__name__, (cls,), {"model_config": {**cls.model_config, "toml_file": path}}
+        )
+        settings: Settings = with_file(**overrides)
+        return settings
+
+    def topic(self, name: str) -> str:
+        """Full topic name ``<prefix>.<name>``."""
+        return f"{self.kafka.topic_prefix}.{name}"
+
+
+def _toml_file_from_environment() -> Path | None:
+    named = os.environ.get(CONFIG_ENV)
+    if named:
+        return Path(named)
+    default = Path("liverank.toml")
+    return default if default.is_file() else None
