@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 from liverank.errors import LiverankError
 from liverank.settings import Settings
@@ -75,8 +76,13 @@ def ensure_topics(settings: Settings) -> list[str]:
             admin.create_topics(new, timeout_ms=30_000)
     finally:
         admin.close()
-    after = describe_topics(settings)
-    absent = [t for t in missing if after.get(t) is None]
-    if absent:
-        raise TopicError(f"topics {absent} were not created")
-    return missing
+    # Creation is acknowledged before every broker's metadata shows the topic: wait for it.
+    deadline = time.monotonic() + 30
+    while True:
+        after = describe_topics(settings)
+        absent = [t for t in missing if after.get(t) is None]
+        if not absent:
+            return missing
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics {absent} were not created within 30 s")
+        time.sleep(0.2)
