@@ -1,0 +1,470 @@
+"""What a worker does with a batch of messages, free of faust.
+
+``UserSide`` takes the messages of the user-keyed topics (and the control topic) and returns a
+``UserBatch``: samples, dead letters, anchor activity, feature writes. Its state lives in plain
+mappings (faust tables in the worker) behind ``Overlay``s, committed by ``commit()`` only after
+the worker has made the batch's outputs durable. ``AnchorSide`` does the same for anchor
+status and anchor activity. The faust shell (``streams.app``) only moves bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from features.catalog import defaults
+from features.state import AnchorState, UserAnchorState, UserState
+from snapshots.layout import WINDOW_SECONDS, window_closed, window_start
+from streams.events import (
+    Action,
+    AnchorStatus,
+    Click,
+    Event,
+    Impression,
+    Invalid,
+    Watch,
+    dead_letter,
+    encode_document,
+    parse_event,
+    reason_kind,
+)
+from streams.join import JoinCore, LabelRules, Sample
+from streams.overlay import Overlay, PartitionView
+from streams.watermark import PartitionWatermark
+
+USER_SOURCES = ("impressions", "clicks", "watch", "actions")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Kafka message as the worker read it."""
+
+    topic: str  # without the prefix
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class StreamCounters:
+    events_in: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+
+    def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
+        table[key] = table.get(key, 0) + by
+
+
+@dataclass
+class UserBatch:
+    samples: dict[int, list[Sample]] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    activity: list[dict[str, Any]] = field(default_factory=list)
+    users: dict[str, dict[str, float | str]] = field(default_factory=dict)
+    user_anchor: dict[tuple[str, str], dict[str, float | str]] = field(default_factory=dict)
+    watermarks: dict[int, float] = field(default_factory=dict)
+    closed_windows: dict[int, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What impressions need from outside the partition, fetched once per batch."""
+
+    snapshots: Mapping[str, Mapping[str, Mapping[str, Any]]]  # request_id -> anchor_id -> features
+    anchors: Mapping[str, Mapping[str, float | str]]  # anchor_id -> real-time anchor features
+    user_profiles: Mapping[str, Mapping[str, str]]
+    anchor_profiles: Mapping[str, Mapping[str, str]]
+
+
+def closed_windows(
+    next_window: float | None, first_ts: float | None, watermark: float, click_window: float
+) -> tuple[list[float], float | None]:
+    """Windows a partition can now mark complete, and the next one it will wait for.
+
+    Windows are marked in order from the one holding the partition's earliest event, so a
+    window in which the partition had no sample is marked too. An event earlier than
+    ``next_window`` (a slower topic catching up) moves it back; an on-time event never falls
+    in a window that is already complete, so nothing is marked twice in vain.
+
+    >>> closed_windows(None, 1000.0, 2500.0, 300.0)
+    ([900.0], 1800.0)
+    >>> closed_windows(1800.0, None, 2500.0, 300.0)
+    ([], 1800.0)
+    """
+    if first_ts is not None:
+        earliest = window_start(first_ts)
+        next_window = earliest if next_window is None else min(next_window, earliest)
+    if next_window is None:
+        return [], None
+    windows = []
+    while window_closed(next_window, watermark, click_window):
+        windows.append(next_window)
+        next_window += WINDOW_SECONDS
+    return windows, next_window
+
+
+def impressions_in(messages: Iterable[Message], max_bytes: int) -> list[Impression]:
+    """The valid impressions of a batch (to fetch their lookups before processing)."""
+    found = []
+    for message in messages:
+        if message.topic == "impressions" and message.value is not None:
+            event = parse_event("impressions", message.value, max_bytes)
+            if isinstance(event, Impression):
+                found.append(event)
+    return found
+
+
+class UserSide:
+    """Features, label join and watermarks of the user-keyed partitions a worker owns."""
+
+    def __init__(
+        self,
+        rules: LabelRules,
+        tables: Mapping[str, MutableMapping[str, Any]],
+        topic_of: Callable[[str], str],
+        max_event_bytes: int = 65536,
+    ) -> None:
+        self.rules = rules
+        self.join_table = Overlay(tables["join"])
+        self.user_table = Overlay(tables["users"])
+        self.pair_table = Overlay(tables["user_anchor"])
+        self.mark_table = Overlay(tables["watermarks"])
+        self.topic_of = topic_of
+        self.max_event_bytes = max_event_bytes
+        self.cores: dict[int, JoinCore] = {}
+        self.marks: dict[int, PartitionWatermark] = {}
+        self.counters = StreamCounters()
+        self._users: dict[str, UserState] = {}
+        self._pairs: dict[str, UserAnchorState] = {}
+        self._first_ts: dict[int, float] = {}
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def core(self, partition: int) -> JoinCore:
+        core = self.cores.get(partition)
+        if core is None:
+            # First use after start or after (re)assignment: rebuild from the tables.
+            core = JoinCore(self.rules, PartitionView(self.join_table, partition))
+            mark = PartitionWatermark.from_state(
+                USER_SOURCES, self.rules.allowed_lateness, self.mark_table.get(str(partition))
+            )
+            core.watermark = mark.value()
+            self.cores[partition], self.marks[partition] = core, mark
+        return core
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions were revoked: drop what is cached about them."""
+        for partition in partitions:
+            self.cores.pop(partition, None)
+            self.marks.pop(partition, None)
+
+    # -- a batch -----------------------------------------------------------------------------
+
+    def process(
+        self,
+        messages: Sequence[Message],
+        lookups: Lookups,
+        caught_up: Callable[[int], Iterable[str]] = lambda p: (),
+    ) -> UserBatch:
+        batch = UserBatch()
+        touched_partitions: set[int] = set()
+        for message in messages:
+            partition = message.partition
+            core = self.core(partition)
+            mark = self.marks[partition]
+            touched_partitions.add(partition)
+            if message.topic == "control":
+                self._control(message, mark)
+            else:
+                self._event(message, core, mark, lookups, batch)
+            watermark = mark.value()
+            self._emit(batch, partition, core.advance(watermark), watermark)
+        for partition in touched_partitions:
+            mark = self.marks[partition]
+            watermark = mark.value(caught_up(partition))
+            self._emit(batch, partition, self.cores[partition].advance(watermark), watermark)
+            batch.watermarks[partition] = self.cores[partition].watermark
+            saved = self.mark_table.get(str(partition)) or {}
+            windows, next_window = closed_windows(
+                saved.get("next_window"),
+                self._first_ts.get(partition),
+                watermark,
+                self.rules.click_window,
+            )
+            if windows:
+                batch.closed_windows[partition] = windows
+            self.mark_table[str(partition)] = {**mark.to_state(), "next_window": next_window}
+        self._first_ts.clear()
+        for user_id, user in self._users.items():
+            self.user_table[user_id] = user.to_state()
+        for pair_key, pair in self._pairs.items():
+            self.pair_table[pair_key] = pair.to_state()
+        self._users.clear()
+        self._pairs.clear()
+        return batch
+
+    def commit(self) -> None:
+        """The batch's outputs are durable: apply its state changes to the tables."""
+        for overlay in (self.join_table, self.user_table, self.pair_table, self.mark_table):
+            overlay.commit()
+
+    def _control(self, message: Message, mark: PartitionWatermark) -> None:
+        try:
+            tick = json.loads(message.value or b"")
+            if tick.get("type") != "tick":
+                return
+            ts = float(tick["ts"])
+            ends = {str(k): int(v) for k, v in tick.get("end_offsets", {}).items()}
+            if not math.isfinite(ts):
+                raise ValueError("tick ts is not finite")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return  # a control message of another kind or version: not ours to judge
+        mark.tick(ts, ends)
+
+    def _event(
+        self,
+        message: Message,
+        core: JoinCore,
+        mark: PartitionWatermark,
+        lookups: Lookups,
+        batch: UserBatch,
+    ) -> None:
+        topic = message.topic
+        self.counters.bump(self.counters.events_in, topic)
+        parsed = (
+            Invalid("empty message (no value)")
+            if message.value is None
+            else parse_event(topic, message.value, self.max_event_bytes)
+        )
+        if isinstance(parsed, Invalid):
+            self.counters.bump(self.counters.dead_letters, reason_kind(parsed.reason))
+            batch.dead_letters.append(
+                dead_letter(
+                    self.topic_of(topic),
+                    message.partition,
+                    message.offset,
+                    parsed.reason,
+                    message.value,
+                )
+            )
+            mark.read_through(topic, message.offset)
+            return
+        event = parsed
+        mark.observe(topic, message.offset, event.ts)
+        assert not isinstance(event, AnchorStatus)
+        user = self._user(event.user_id)
+        if user.seen.check_and_add(event.event_id):
+            self.counters.duplicates += 1
+            return
+        first = self._first_ts.get(message.partition)
+        if first is None or event.ts < first:
+            self._first_ts[message.partition] = event.ts
+        # The snapshot is taken before the impression itself counts in the user's features.
+        features = self._snapshot(event, user, lookups) if isinstance(event, Impression) else None
+        self._features(event, user, core, lookups, batch)
+        out = core.process(event, features)
+        self._emit(batch, message.partition, out, event.ts)
+
+    def _user(self, user_id: str) -> UserState:
+        user = self._users.get(user_id)
+        if user is None:
+            user = self._users[user_id] = UserState.from_state(self.user_table.get(user_id))
+        return user
+
+    def _pair(self, user_id: str, anchor_id: str) -> UserAnchorState:
+        key = f"{user_id}|{anchor_id}"
+        pair = self._pairs.get(key)
+        if pair is None:
+            pair = self._pairs[key] = UserAnchorState.from_state(self.pair_table.get(key))
+        return pair
+
+    def _features(
+        self, event: Event, user: UserState, core: JoinCore, lookups: Lookups, batch: UserBatch
+    ) -> None:
+        assert isinstance(event, Impression | Click | Watch | Action)
+        ts, anchor_id = event.ts, event.anchor_id
+        activity: str | None = None
+        pair: UserAnchorState | None = None
+        if isinstance(event, Impression):
+            user.impression(ts)
+            activity = "impression"
+        elif isinstance(event, Click):
+            user.click(ts, anchor_id)
+            pair = self._pair(event.user_id, anchor_id)
+            pair.click(ts)
+            activity = "click"
+        elif isinstance(event, Watch):
+            user.watch(ts, event.seconds)
+            pair = self._pair(event.user_id, anchor_id)
+            pair.watch(ts, event.seconds)
+            entry = core.pending.get(f"{event.request_id}:{anchor_id}")
+            if entry is None or (not entry.get("closed") and not entry["watch"]):
+                activity = "enter"  # the first heartbeat of this visit
+        else:
+            pair = self._pair(event.user_id, anchor_id)
+            if event.action == "follow":
+                pair.follow(ts)
+            elif event.action == "gift":
+                activity = "gift"
+        if activity is not None:
+            batch.activity.append(
+                {"anchor_id": anchor_id, "ts": ts, "kind": activity, "id": event.event_id}
+            )
+        batch.users[event.user_id] = user.features(ts)
+        if pair is not None:
+            batch.user_anchor[(event.user_id, anchor_id)] = pair.features(ts)
+
+    def _snapshot(self, event: Impression, user: UserState, lookups: Lookups) -> dict[str, Any]:
+        """The impression's features: the scorer's request-time snapshot when there is one,
+        else the stream's own state right now (before this impression is counted)."""
+        served = lookups.snapshots.get(event.request_id, {}).get(event.anchor_id)
+        if served is not None:
+            features = dict(served)
+        else:
+            features = dict(
+                defaults("user", "anchor", "user_anchor", "profile_user", "profile_anchor")
+            )
+            features.update(user.features(event.ts))
+            features.update(lookups.anchors.get(event.anchor_id, {}))
+            features.update(self._pair(event.user_id, event.anchor_id).features(event.ts))
+            features.update(lookups.user_profiles.get(event.user_id, {}))
+            features.update(lookups.anchor_profiles.get(event.anchor_id, {}))
+        features["c_scene"] = event.scene
+        features["c_position"] = float(event.position)
+        return features
+
+    def _emit(self, batch: UserBatch, partition: int, samples: list[Sample], ts: float) -> None:
+        if not samples:
+            return
+        batch.samples.setdefault(partition, []).extend(samples)
+        for sample in samples:
+            # Conversion turns 1 once, in a version that is not final (finals repeat it).
+            if sample.conversion and not sample.final:
+                at = ts if math.isfinite(ts) else sample.ts
+                user = self._user(sample.user_id)
+                user.conversion(at)
+                batch.users[sample.user_id] = user.features(at)
+                batch.activity.append(
+                    {
+                        "anchor_id": sample.anchor_id,
+                        "ts": at,
+                        "kind": "conversion",
+                        "id": f"{sample.sample_id}#conv",
+                    }
+                )
+
+    def open_samples(self) -> int:
+        return sum(core.open_count() for core in self.cores.values())
+
+
+def sample_document(sample: Sample) -> bytes:
+    """A sample as the JSON value on ``<prefix>.samples`` (the §5 columns)."""
+    document = {
+        "sample_id": sample.sample_id,
+        "version": sample.version,
+        "final": sample.final,
+        "ts": sample.ts,
+        "request_id": sample.request_id,
+        "user_id": sample.user_id,
+        "anchor_id": sample.anchor_id,
+        "click": sample.click,
+        "conversion": sample.conversion,
+        "watch_seconds": sample.watch_seconds,
+        **(sample.features or {}),
+    }
+    return encode_document(document)
+
+
+class AnchorSide:
+    """Anchor features from anchor-status events and the activity the user side sends."""
+
+    def __init__(
+        self,
+        table: MutableMapping[str, Any],
+        topic_of: Callable[[str], str],
+        max_event_bytes: int = 65536,
+    ) -> None:
+        self.table = Overlay(table)
+        self.topic_of = topic_of
+        self.max_event_bytes = max_event_bytes
+        self.counters = StreamCounters()
+
+    def process(
+        self, messages: Sequence[Message]
+    ) -> tuple[dict[str, dict[str, float | str]], list[dict[str, Any]]]:
+        """Returns (anchor features to write, dead letters)."""
+        states: dict[str, AnchorState] = {}
+        newest: dict[str, float] = {}
+        dead: list[dict[str, Any]] = []
+        for message in messages:
+            self.counters.bump(self.counters.events_in, message.topic)
+            if message.topic == "anchor-status":
+                parsed = (
+                    Invalid("empty message (no value)")
+                    if message.value is None
+                    else parse_event("anchor-status", message.value, self.max_event_bytes)
+                )
+                if isinstance(parsed, Invalid):
+                    self.counters.bump(self.counters.dead_letters, reason_kind(parsed.reason))
+                    dead.append(
+                        dead_letter(
+                            self.topic_of(message.topic),
+                            message.partition,
+                            message.offset,
+                            parsed.reason,
+                            message.value,
+                        )
+                    )
+                    continue
+                assert isinstance(parsed, AnchorStatus)
+                state = self._state(states, parsed.anchor_id)
+                if state.seen.check_and_add(parsed.event_id):
+                    self.counters.duplicates += 1
+                    continue
+                state.status_update(parsed.ts, parsed.live, parsed.status, parsed.viewers)
+                newest[parsed.anchor_id] = max(newest.get(parsed.anchor_id, -math.inf), parsed.ts)
+            else:
+                try:
+                    record = json.loads(message.value or b"")
+                    anchor_id, ts, kind, record_id = (
+                        record["anchor_id"],
+                        float(record["ts"]),
+                        record["kind"],
+                        record["id"],
+                    )
+                except (ValueError, KeyError, TypeError) as exc:
+                    reason = f"bad anchor activity record: {exc}"
+                    self.counters.bump(self.counters.dead_letters, "bad_activity")
+                    dead.append(
+                        dead_letter(
+                            self.topic_of(message.topic),
+                            message.partition,
+                            message.offset,
+                            reason,
+                            message.value,
+                        )
+                    )
+                    continue
+                state = self._state(states, anchor_id)
+                if state.seen.check_and_add(f"{record_id}:{kind}"):
+                    self.counters.duplicates += 1
+                    continue
+                state.activity(ts, kind)
+                newest[anchor_id] = max(newest.get(anchor_id, -math.inf), ts)
+        writes = {a: states[a].features(now) for a, now in newest.items()}
+        for anchor_id, state in states.items():
+            self.table[anchor_id] = state.to_state()
+        return writes, dead
+
+    def _state(self, states: dict[str, AnchorState], anchor_id: str) -> AnchorState:
+        state = states.get(anchor_id)
+        if state is None:
+            state = states[anchor_id] = AnchorState.from_state(self.table.get(anchor_id))
+        return state
+
+    def commit(self) -> None:
+        self.table.commit()

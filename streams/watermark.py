@@ -1,0 +1,101 @@
+"""Per-partition event-time watermarks over several co-partitioned source topics.
+
+A worker reads partition ``p`` of the impressions, clicks, watch and actions topics at
+different paces (a fat topic lags a thin one by hours during a replay), so the watermark of
+partition ``p`` follows the slowest of them: the smallest of each source's newest event time,
+minus the allowed lateness. A source that is caught up (nothing more to read) does not hold the
+others back. A tick (``liverank streams advance --to TS``) lifts the watermark to ``TS`` once
+the worker has read every source up to the end offsets the tick names, so a replay can close
+all of its windows.
+
+>>> w = PartitionWatermark(sources=("impressions", "clicks"), lateness=60)
+>>> w.observe("impressions", offset=0, ts=1000.0)
+>>> w.value()  # clicks have said nothing yet
+-inf
+>>> w.observe("clicks", offset=0, ts=900.0)
+>>> w.value()
+840.0
+>>> w.tick(ts=5000.0, end_offsets={"impressions": 1, "clicks": 1})
+>>> w.value()
+5000.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PartitionWatermark:
+    sources: tuple[str, ...]
+    lateness: float
+    newest: dict[str, float] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    floor: float = -math.inf
+    pending_ticks: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+
+    def observe(self, source: str, offset: int, ts: float) -> None:
+        """A message of ``source`` at ``offset`` with event time ``ts`` was read."""
+        if ts > self.newest.get(source, -math.inf):
+            self.newest[source] = ts
+        if offset > self.offsets.get(source, -1):
+            self.offsets[source] = offset
+        self._apply_ticks()
+
+    def read_through(self, source: str, offset: int) -> None:
+        """Everything of ``source`` up to ``offset`` was read (a message that was not an event)."""
+        if offset > self.offsets.get(source, -1):
+            self.offsets[source] = offset
+        self._apply_ticks()
+
+    def tick(self, ts: float, end_offsets: Mapping[str, int]) -> None:
+        """Lift the watermark to ``ts`` once each source is read below its end offset."""
+        self.pending_ticks.append((ts, dict(end_offsets)))
+        self._apply_ticks()
+
+    def _apply_ticks(self) -> None:
+        if not self.pending_ticks:
+            return
+        remaining = []
+        for ts, ends in self.pending_ticks:
+            if all(self.offsets.get(s, -1) >= end - 1 for s, end in ends.items()):
+                self.floor = max(self.floor, ts)
+            else:
+                remaining.append((ts, ends))
+        self.pending_ticks = remaining
+
+    def value(self, caught_up: Iterable[str] = ()) -> float:
+        """The watermark. ``caught_up``: sources with nothing left to read right now."""
+        idle = set(caught_up)
+        waiting = [self.newest.get(s, -math.inf) for s in self.sources if s not in idle]
+        seen = [self.newest[s] for s in self.sources if s in self.newest]
+        if waiting:
+            from_events = min(waiting) - self.lateness
+        elif seen:
+            from_events = max(seen) - self.lateness
+        else:
+            from_events = -math.inf
+        return max(self.floor, from_events)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "newest": self.newest,
+            "offsets": self.offsets,
+            "floor": None if self.floor == -math.inf else self.floor,
+            "ticks": [[ts, ends] for ts, ends in self.pending_ticks],
+        }
+
+    @classmethod
+    def from_state(
+        cls, sources: tuple[str, ...], lateness: float, state: Mapping[str, Any] | None
+    ) -> PartitionWatermark:
+        mark = cls(sources=sources, lateness=lateness)
+        if state:
+            mark.newest = {k: float(v) for k, v in state["newest"].items()}
+            mark.offsets = {k: int(v) for k, v in state["offsets"].items()}
+            mark.floor = -math.inf if state["floor"] is None else float(state["floor"])
+            mark.pending_ticks = [(float(ts), dict(ends)) for ts, ends in state["ticks"]]
+        return mark
