@@ -26,9 +26,9 @@ Values = Mapping[str, float | str]
 class FeatureWrite:
     """Everything one batch writes."""
 
-    users: dict[str, Values] = field(default_factory=dict)
-    anchors: dict[str, Values] = field(default_factory=dict)
-    user_anchor: dict[tuple[str, str], Values] = field(default_factory=dict)
+    users: Mapping[str, Values] = field(default_factory=dict)
+    anchors: Mapping[str, Values] = field(default_factory=dict)
+    user_anchor: Mapping[tuple[str, str], Values] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.users or self.anchors or self.user_anchor)
@@ -49,6 +49,10 @@ class FeatureStore(Protocol):
     async def write(self, batch: FeatureWrite) -> None: ...
 
     async def read(self, user_id: str, anchor_ids: Sequence[str]) -> RequestFeatures: ...
+
+    async def read_anchors(self, anchor_ids: Sequence[str]) -> dict[str, dict[str, float | str]]:
+        """The stored features of the anchors that have any (no defaults filled in)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -174,6 +178,17 @@ class RedisFeatureStore:
                     pairs[name] = _decode(name.split("|", 1)[1], raw)
         return _assemble(user_id, anchor_ids, user, anchors, pairs)
 
+    async def read_anchors(self, anchor_ids: Sequence[str]) -> dict[str, dict[str, float | str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for anchor_id in anchor_ids:
+            pipe.hgetall(self.anchor_key(anchor_id))
+        replies = await pipe.execute()
+        return {
+            anchor_id: {k.decode(): _decode(k.decode(), v) for k, v in reply.items()}
+            for anchor_id, reply in zip(anchor_ids, replies, strict=True)
+            if reply
+        }
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -200,6 +215,9 @@ class MemoryFeatureStore:
         return _assemble(
             user_id, anchor_ids, self.users.get(user_id), anchors, self.pairs.get(user_id, {})
         )
+
+    async def read_anchors(self, anchor_ids: Sequence[str]) -> dict[str, dict[str, float | str]]:
+        return {a: dict(self.anchors[a]) for a in anchor_ids if a in self.anchors}
 
     async def close(self) -> None:
         return None

@@ -22,8 +22,14 @@ services_app = typer.Typer(
     help="Local real Kafka, Redis and HBase on loopback.", no_args_is_help=True
 )
 topics_app = typer.Typer(help="Kafka topics of the event contract.", no_args_is_help=True)
+streams_app = typer.Typer(
+    help="Stream workers: features, label join, samples.", no_args_is_help=True
+)
+profiles_app = typer.Typer(help="Offline profiles in HBase.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
+app.add_typer(streams_app, name="streams")
+app.add_typer(profiles_app, name="profiles")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -104,6 +110,97 @@ def topics_list(ctx: typer.Context) -> None:
 
     for name, partitions in describe_topics(_settings(ctx)).items():
         typer.echo(f"{name:40s} {partitions if partitions is not None else 'missing'}")
+
+
+@streams_app.command("worker")
+def streams_worker(
+    ctx: typer.Context,
+    name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Worker name in stats and logs (default: host-pid)."),
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
+) -> None:
+    """Run a stream worker; several workers form one consumer group and share partitions."""
+    import faust
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    settings = _settings(ctx)
+    ensure_topics(settings)
+    app_, runtime = create_app(settings, name)
+    typer.echo(f"worker {runtime.name}: stats in {runtime.stats_path}", err=True)
+    if settings.streams.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.streams.metrics_port, registry=runtime.metrics.registry)
+    worker = faust.Worker(app_, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+@streams_app.command("advance")
+def streams_advance(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="Event time: epoch seconds or ISO 8601 (UTC).")],
+) -> None:
+    """Move every partition's watermark to event time TO (closes a replay's windows)."""
+    from streams.control import advance, parse_time
+
+    ts = parse_time(to)
+    sent = advance(_settings(ctx), ts)
+    typer.echo(f"tick to {ts} sent to {len(sent)} partitions")
+
+
+@streams_app.command("stats")
+def streams_stats(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Counters of the running workers: events, dead letters, join rate, lateness, lag."""
+    from streams.control import combine_stats, read_stats
+
+    workers = read_stats(_settings(ctx).home)
+    if not workers:
+        typer.echo("no worker has written stats yet", err=True)
+        raise typer.Exit(1)
+    total = combine_stats(workers)
+    if as_json:
+        typer.echo(json.dumps(total, indent=2, sort_keys=True))
+        return
+    rate = total["join_rate"]
+    typer.echo(f"workers          {', '.join(str(w) for w in total['workers'])}")
+    typer.echo(f"events in        {total['events_in']}")
+    typer.echo(f"dead letters     {total['dead_letters']}")
+    shown = "-" if rate is None else f"{rate:.4f}"
+    typer.echo(f"join rate        {shown} ({total['joined_clicks']}/{total['clicks']} clicks)")
+    typer.echo(f"late             {total['late']}")
+    typer.echo(f"orphans          {total['orphans']}")
+    typer.echo(f"samples/version  {total['samples_by_version']}")
+    typer.echo(f"pending samples  {total['pending_samples']}")
+    for partition, facts in sorted(total["partitions"].items(), key=lambda kv: int(kv[0])):
+        mark, lag = facts["watermark"], facts["lag_seconds"]
+        typer.echo(f"partition {partition:>3s}    watermark {mark}  lag {lag}")
+
+
+@profiles_app.command("load")
+def profiles_load(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Folder with users.parquet and anchors.parquet.")],
+) -> None:
+    """Load offline user and anchor profiles (Parquet) into HBase, in batches."""
+    from features.hbase import HBaseTables
+    from features.profiles import HBaseProfileStore, load_profiles
+
+    hbase = _settings(ctx).hbase
+    tables = HBaseTables(hbase.thrift_host, hbase.thrift_port, hbase.table_prefix, hbase.timeout_ms)
+    try:
+        counts = load_profiles(
+            HBaseProfileStore(tables), path, progress=lambda m: typer.echo(m, err=True)
+        )
+    finally:
+        tables.close()
+    typer.echo(f"loaded {counts['user']:,d} user and {counts['anchor']:,d} anchor profiles")
 
 
 @app.command()

@@ -66,6 +66,16 @@ class RedisSettings(Section):
     socket_timeout_seconds: float = Field(0.5, gt=0)
 
 
+class StreamsSettings(Section):
+    """The stream workers (faust)."""
+
+    batch_size: int = Field(2000, ge=1, description="messages a worker handles at once")
+    batch_seconds: float = Field(0.5, gt=0, description="wait at most this long to fill a batch")
+    metrics_port: int = Field(0, ge=0, description="Prometheus port of a worker; 0: none")
+    stats_interval_seconds: float = Field(5.0, gt=0)
+    commit_interval_seconds: float = Field(2.0, gt=0)
+
+
 class HBaseSettings(Section):
     thrift_host: str = "127.0.0.1"
     thrift_port: int = 19090
@@ -160,6 +170,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     hbase: HBaseSettings = HBaseSettings()
     labels: LabelSettings = LabelSettings()
+    streams: StreamsSettings = StreamsSettings()
     admission: AdmissionSettings = AdmissionSettings()
     trainer: TrainerSettings = TrainerSettings()
     scorer: ScorerSettings = ScorerSettings()

@@ -24,6 +24,8 @@ INPUT_TOPICS: Final = ("impressions", "clicks", "watch", "actions", "anchor-stat
 """Input topics (without the prefix). All but anchor-status are keyed by user_id."""
 
 OUTPUT_TOPICS: Final = ("samples", "deadletter", "model-updates", "control")
+INTERNAL_TOPICS: Final = ("anchor-activity",)
+"""Between the workers' user side and anchor side (keyed by anchor_id); not a contract."""
 ACTIONS: Final = frozenset({"follow", "gift", "comment", "share"})
 MAX_ID_LENGTH: Final = 256
 DEAD_LETTER_RAW_LIMIT: Final = 64 * 1024

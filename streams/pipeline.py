@@ -150,7 +150,7 @@ class UserSide:
             # First use after start or after (re)assignment: rebuild from the tables.
             core = JoinCore(self.rules, PartitionView(self.join_table, partition))
             mark = PartitionWatermark.from_state(
-                USER_SOURCES, self.rules.allowed_lateness, self.mark_table.get(str(partition))
+                USER_SOURCES, self.rules.allowed_lateness, self.mark_table.get(f"{partition}/mark")
             )
             core.watermark = mark.value()
             self.cores[partition], self.marks[partition] = core, mark
@@ -188,7 +188,7 @@ class UserSide:
             watermark = mark.value(caught_up(partition))
             self._emit(batch, partition, self.cores[partition].advance(watermark), watermark)
             batch.watermarks[partition] = self.cores[partition].watermark
-            saved = self.mark_table.get(str(partition)) or {}
+            saved = self.mark_table.get(f"{partition}/mark") or {}
             windows, next_window = closed_windows(
                 saved.get("next_window"),
                 self._first_ts.get(partition),
@@ -197,7 +197,7 @@ class UserSide:
             )
             if windows:
                 batch.closed_windows[partition] = windows
-            self.mark_table[str(partition)] = {**mark.to_state(), "next_window": next_window}
+            self.mark_table[f"{partition}/mark"] = {**mark.to_state(), "next_window": next_window}
         self._first_ts.clear()
         for user_id, user in self._users.items():
             self.user_table[user_id] = user.to_state()
@@ -256,7 +256,8 @@ class UserSide:
         event = parsed
         mark.observe(topic, message.offset, event.ts)
         assert not isinstance(event, AnchorStatus)
-        user = self._user(event.user_id)
+        partition = message.partition
+        user = self._user(partition, event.user_id)
         if user.seen.check_and_add(event.event_id):
             self.counters.duplicates += 1
             return
@@ -264,26 +265,31 @@ class UserSide:
         if first is None or event.ts < first:
             self._first_ts[message.partition] = event.ts
         # The snapshot is taken before the impression itself counts in the user's features.
-        features = self._snapshot(event, user, lookups) if isinstance(event, Impression) else None
-        self._features(event, user, core, lookups, batch)
+        features = (
+            self._snapshot(partition, event, user, lookups)
+            if isinstance(event, Impression)
+            else None
+        )
+        self._features(partition, event, user, core, batch)
         out = core.process(event, features)
         self._emit(batch, message.partition, out, event.ts)
 
-    def _user(self, user_id: str) -> UserState:
-        user = self._users.get(user_id)
+    def _user(self, partition: int, user_id: str) -> UserState:
+        key = f"{partition}/{user_id}"  # every table key starts with its partition
+        user = self._users.get(key)
         if user is None:
-            user = self._users[user_id] = UserState.from_state(self.user_table.get(user_id))
+            user = self._users[key] = UserState.from_state(self.user_table.get(key))
         return user
 
-    def _pair(self, user_id: str, anchor_id: str) -> UserAnchorState:
-        key = f"{user_id}|{anchor_id}"
+    def _pair(self, partition: int, user_id: str, anchor_id: str) -> UserAnchorState:
+        key = f"{partition}/{user_id}|{anchor_id}"
         pair = self._pairs.get(key)
         if pair is None:
             pair = self._pairs[key] = UserAnchorState.from_state(self.pair_table.get(key))
         return pair
 
     def _features(
-        self, event: Event, user: UserState, core: JoinCore, lookups: Lookups, batch: UserBatch
+        self, partition: int, event: Event, user: UserState, core: JoinCore, batch: UserBatch
     ) -> None:
         assert isinstance(event, Impression | Click | Watch | Action)
         ts, anchor_id = event.ts, event.anchor_id
@@ -294,18 +300,18 @@ class UserSide:
             activity = "impression"
         elif isinstance(event, Click):
             user.click(ts, anchor_id)
-            pair = self._pair(event.user_id, anchor_id)
+            pair = self._pair(partition, event.user_id, anchor_id)
             pair.click(ts)
             activity = "click"
         elif isinstance(event, Watch):
             user.watch(ts, event.seconds)
-            pair = self._pair(event.user_id, anchor_id)
+            pair = self._pair(partition, event.user_id, anchor_id)
             pair.watch(ts, event.seconds)
             entry = core.pending.get(f"{event.request_id}:{anchor_id}")
             if entry is None or (not entry.get("closed") and not entry["watch"]):
                 activity = "enter"  # the first heartbeat of this visit
         else:
-            pair = self._pair(event.user_id, anchor_id)
+            pair = self._pair(partition, event.user_id, anchor_id)
             if event.action == "follow":
                 pair.follow(ts)
             elif event.action == "gift":
@@ -318,7 +324,9 @@ class UserSide:
         if pair is not None:
             batch.user_anchor[(event.user_id, anchor_id)] = pair.features(ts)
 
-    def _snapshot(self, event: Impression, user: UserState, lookups: Lookups) -> dict[str, Any]:
+    def _snapshot(
+        self, partition: int, event: Impression, user: UserState, lookups: Lookups
+    ) -> dict[str, Any]:
         """The impression's features: the scorer's request-time snapshot when there is one,
         else the stream's own state right now (before this impression is counted)."""
         served = lookups.snapshots.get(event.request_id, {}).get(event.anchor_id)
@@ -330,7 +338,9 @@ class UserSide:
             )
             features.update(user.features(event.ts))
             features.update(lookups.anchors.get(event.anchor_id, {}))
-            features.update(self._pair(event.user_id, event.anchor_id).features(event.ts))
+            features.update(
+                self._pair(partition, event.user_id, event.anchor_id).features(event.ts)
+            )
             features.update(lookups.user_profiles.get(event.user_id, {}))
             features.update(lookups.anchor_profiles.get(event.anchor_id, {}))
         features["c_scene"] = event.scene
@@ -345,7 +355,7 @@ class UserSide:
             # Conversion turns 1 once, in a version that is not final (finals repeat it).
             if sample.conversion and not sample.final:
                 at = ts if math.isfinite(ts) else sample.ts
-                user = self._user(sample.user_id)
+                user = self._user(partition, sample.user_id)
                 user.conversion(at)
                 batch.users[sample.user_id] = user.features(at)
                 batch.activity.append(
@@ -421,12 +431,13 @@ class AnchorSide:
                     )
                     continue
                 assert isinstance(parsed, AnchorStatus)
-                state = self._state(states, parsed.anchor_id)
+                state = self._state(states, message.partition, parsed.anchor_id)
                 if state.seen.check_and_add(parsed.event_id):
                     self.counters.duplicates += 1
                     continue
                 state.status_update(parsed.ts, parsed.live, parsed.status, parsed.viewers)
-                newest[parsed.anchor_id] = max(newest.get(parsed.anchor_id, -math.inf), parsed.ts)
+                key = f"{message.partition}/{parsed.anchor_id}"
+                newest[key] = max(newest.get(key, -math.inf), parsed.ts)
             else:
                 try:
                     record = json.loads(message.value or b"")
@@ -449,21 +460,23 @@ class AnchorSide:
                         )
                     )
                     continue
-                state = self._state(states, anchor_id)
+                state = self._state(states, message.partition, anchor_id)
                 if state.seen.check_and_add(f"{record_id}:{kind}"):
                     self.counters.duplicates += 1
                     continue
                 state.activity(ts, kind)
-                newest[anchor_id] = max(newest.get(anchor_id, -math.inf), ts)
-        writes = {a: states[a].features(now) for a, now in newest.items()}
-        for anchor_id, state in states.items():
-            self.table[anchor_id] = state.to_state()
+                key = f"{message.partition}/{anchor_id}"
+                newest[key] = max(newest.get(key, -math.inf), ts)
+        writes = {key.split("/", 1)[1]: states[key].features(now) for key, now in newest.items()}
+        for key, state in states.items():
+            self.table[key] = state.to_state()
         return writes, dead
 
-    def _state(self, states: dict[str, AnchorState], anchor_id: str) -> AnchorState:
-        state = states.get(anchor_id)
+    def _state(self, states: dict[str, AnchorState], partition: int, anchor_id: str) -> AnchorState:
+        key = f"{partition}/{anchor_id}"  # every table key starts with its partition
+        state = states.get(key)
         if state is None:
-            state = states[anchor_id] = AnchorState.from_state(self.table.get(anchor_id))
+            state = states[key] = AnchorState.from_state(self.table.get(key))
         return state
 
     def commit(self) -> None:

@@ -7,7 +7,7 @@ import time
 
 from liverank.errors import LiverankError
 from liverank.settings import Settings
-from streams.events import INPUT_TOPICS, OUTPUT_TOPICS
+from streams.events import INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS
 
 
 class TopicError(LiverankError):
@@ -22,7 +22,7 @@ class TopicError(LiverankError):
 
 def contract_topics(settings: Settings) -> list[str]:
     """Every topic of the contract, with the prefix."""
-    return [settings.topic(name) for name in (*INPUT_TOPICS, *OUTPUT_TOPICS)]
+    return [settings.topic(name) for name in (*INPUT_TOPICS, *OUTPUT_TOPICS, *INTERNAL_TOPICS)]
 
 
 def describe_topics(settings: Settings) -> dict[str, int | None]:

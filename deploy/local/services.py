@@ -118,18 +118,28 @@ class LocalService(ABC):
         report: dict[str, Any] = {"address": self.address()}
         pids = {p.name: p.pid() for p in self.processes()}
         report["pids"] = pids
-        if any(pid is None for pid in pids.values()):
+        report["managed"] = all(pid is not None for pid in pids.values())
+        if not any(pid is not None for pid in pids.values()) and not self._port_open():
             report["healthy"] = False
-            missing = sorted(name for name, pid in pids.items() if pid is None)
-            report["error"] = "not running: " + ", ".join(missing)
+            report["error"] = "not running"
             return report
         try:
+            # A service that answers is healthy, even one this home did not start (another
+            # checkout's, or one the user runs): "managed" tells which.
             report.update(self.probe())
             report["healthy"] = True
         except Exception as exc:  # any failure to answer is "unhealthy", with its reason
             report["healthy"] = False
-            report["error"] = f"{type(exc).__name__}: {exc}"
+            missing = sorted(name for name, pid in pids.items() if pid is None)
+            reason = f"{type(exc).__name__}: {exc}"
+            report["error"] = f"not running: {', '.join(missing)}; {reason}" if missing else reason
         return report
+
+    def _port_open(self) -> bool:
+        port = int(self.address().rsplit(":", 1)[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
 
     def managed(self, name: str, argv: Iterable[str], marker: str) -> ManagedProcess:
         return ManagedProcess(

@@ -1,0 +1,400 @@
+"""The faust app: thin shells around ``streams.pipeline``, built by ``create_app(settings)``.
+
+Two agents, both reading in batches:
+
+- the user agent reads impressions, clicks, watch, actions (co-partitioned by user_id) and the
+  control topic; it computes features and labels, then makes the batch's outputs durable —
+  samples landed as Parquet and sent to ``<prefix>.samples``, dead letters, anchor activity,
+  Redis features — and only then commits the state to its tables;
+- the anchor agent reads anchor-status and anchor activity (keyed by anchor_id) and keeps the
+  anchor features in Redis.
+
+Everything a rule decides lives in ``streams.pipeline`` and below; this module moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from features.hbase import HBaseTables
+from features.profiles import CachedProfiles, HBaseProfileStore
+from features.store import FeatureWrite, RedisFeatureStore
+from liverank.settings import Settings
+from snapshots.samples import SampleLander
+from snapshots.store import HBaseSnapshotStore
+from streams.events import encode_document
+from streams.join import LabelRules
+from streams.metrics import StreamMetrics
+from streams.pipeline import (
+    USER_SOURCES,
+    AnchorSide,
+    Lookups,
+    Message,
+    UserSide,
+    impressions_in,
+    sample_document,
+)
+
+log = logging.getLogger("liverank.streams")
+
+
+class FaustTableMapping(MutableMapping[str, Any]):
+    """A faust table written from a batch (outside one event's context).
+
+    Keys start with their partition (``<partition>/...``); a write goes to the store and to
+    that partition of the changelog, as faust itself does for the current event.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.table.data.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table.data[key] = value
+        self.table.send_changelog(int(key.split("/", 1)[0]), key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.table.data.pop(key, None)
+        self.table.send_changelog(int(key.split("/", 1)[0]), key, None, value_serializer="raw")
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table.data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.table.data.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+
+def label_rules(settings: Settings) -> LabelRules:
+    labels = settings.labels
+    return LabelRules(
+        click_window=labels.click_window,
+        conversion_window=labels.conversion_window,
+        effective_watch_seconds=labels.effective_watch_seconds,
+        allowed_lateness=labels.allowed_lateness,
+        policy=labels.policy,
+    )
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _broker(settings: Settings) -> tuple[list[str], dict[str, Any]]:
+    kafka = settings.kafka
+    servers = [f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")]
+    extra: dict[str, Any] = {}
+    if kafka.sasl_mechanism:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        ssl_context = None
+        if kafka.security_protocol == "SASL_SSL":
+            import ssl
+
+            ssl_context = ssl.create_default_context(
+                cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
+            )
+        extra["broker_credentials"] = faust.SASLCredentials(
+            username=kafka.sasl_username or "",
+            password=password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    elif kafka.security_protocol == "SSL":
+        import ssl
+
+        extra["broker_credentials"] = ssl.create_default_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
+        )
+    return servers, extra
+
+
+class StreamRuntime:
+    """The I/O around the pipeline for one worker process."""
+
+    def __init__(self, settings: Settings, app: faust.App, name: str) -> None:
+        self.settings = settings
+        self.app = app
+        self.name = name
+        self.rules = label_rules(settings)
+        prefix = settings.kafka.topic_prefix
+        self.max_bytes = settings.kafka.max_event_bytes
+        self.metrics = StreamMetrics()
+        self.redis = RedisFeatureStore.from_url(
+            settings.redis.url,
+            namespace=prefix,
+            ttl_seconds=settings.redis.feature_ttl_seconds,
+            timeout=max(settings.redis.socket_timeout_seconds, 2.0),
+            password=settings.redis.password.get_secret_value()
+            if settings.redis.password
+            else None,
+        )
+        hbase = HBaseTables(
+            settings.hbase.thrift_host,
+            settings.hbase.thrift_port,
+            settings.hbase.table_prefix,
+            settings.hbase.timeout_ms,
+        )
+        self.hbase = hbase
+        self.snapshots = HBaseSnapshotStore(hbase, settings.hbase.snapshot_ttl_seconds)
+        self.profiles = CachedProfiles(
+            HBaseProfileStore(hbase), settings.hbase.profile_cache_seconds
+        )
+        self.lander = SampleLander(
+            settings.samples_root,
+            settings.kafka.partitions,
+            self.rules.click_window,
+            self.rules.horizon,
+        )
+        self.outputs = {
+            name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
+            for name in ("samples", "deadletter", "anchor-activity")
+        }
+        self.user_side: UserSide | None = None
+        self.anchor_side: AnchorSide | None = None
+        self.stats_path = Path(settings.home) / "streams" / f"{name}.json"
+        self._last_stats = 0.0
+
+    def topic_of(self, name: str) -> str:
+        return self.settings.topic(name)
+
+    # -- the user agent ------------------------------------------------------------------------
+
+    def bind_user_tables(self, tables: dict[str, Any]) -> None:
+        self.user_side = UserSide(
+            self.rules,
+            {name: FaustTableMapping(table) for name, table in tables.items()},
+            topic_of=self.topic_of,
+            max_event_bytes=self.max_bytes,
+        )
+
+    def bind_anchor_table(self, table: Any) -> None:
+        self.anchor_side = AnchorSide(
+            FaustTableMapping(table), topic_of=self.topic_of, max_event_bytes=self.max_bytes
+        )
+
+    def _messages(self, events: Sequence[Any]) -> list[Message]:
+        prefix = self.settings.kafka.topic_prefix + "."
+        out = []
+        for event in events:
+            m = event.message
+            out.append(Message(m.topic.removeprefix(prefix), m.partition, m.offset, m.key, m.value))
+        return out
+
+    def _caught_up(self, partition: int) -> list[str]:
+        consumer = self.app.consumer
+        assert self.user_side is not None
+        mark = self.user_side.marks.get(partition)
+        if mark is None:
+            return []
+        idle = []
+        for source in USER_SOURCES:
+            try:
+                highwater = consumer.highwater(TP(self.topic_of(source), partition))
+            except Exception:
+                highwater = None
+            if highwater is not None and mark.offsets.get(source, -1) >= highwater - 1:
+                idle.append(source)
+        return idle
+
+    async def _lookups(self, messages: Sequence[Message]) -> Lookups:
+        impressions = impressions_in(messages, self.max_bytes)
+        if not impressions:
+            return Lookups(snapshots={}, anchors={}, user_profiles={}, anchor_profiles={})
+        request_ids = list({i.request_id for i in impressions})
+        anchor_ids = list({i.anchor_id for i in impressions})
+        user_ids = list({i.user_id for i in impressions})
+        snapshots = await self._hbase(lambda: self.snapshots.get(request_ids), {}, "snapshots")
+        user_profiles = await self._hbase(
+            lambda: {u: self.profiles.user_features(u) for u in user_ids}, {}, "profiles"
+        )
+        anchor_profiles = await self._hbase(
+            lambda: self.profiles.anchor_features(anchor_ids), {}, "profiles"
+        )
+        anchors = await self._redis_anchor_features(anchor_ids)
+        return Lookups(
+            snapshots=snapshots,
+            anchors=anchors,
+            user_profiles=user_profiles,
+            anchor_profiles=anchor_profiles,
+        )
+
+    async def _hbase(self, call: Any, fallback: Any, what: str) -> Any:
+        for attempt in range(3):
+            try:
+                return await asyncio.to_thread(call)
+            except Exception as exc:
+                self.hbase.reset()
+                log.warning("HBase %s read failed (attempt %d): %s", what, attempt + 1, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        self.metrics.degraded.labels(what).inc()
+        return fallback
+
+    async def _redis_anchor_features(
+        self, anchor_ids: list[str]
+    ) -> dict[str, dict[str, float | str]]:
+        result: dict[str, dict[str, float | str]] = await self._retry(
+            lambda: self.redis.read_anchors(anchor_ids), "redis read"
+        )
+        return result
+
+    async def _retry(self, call: Any, what: str) -> Any:
+        """Redis and Kafka outputs are retried until they succeed: a batch is never half done."""
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                self.metrics.retries.labels(what).inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def handle_user_batch(self, events: Sequence[Any]) -> None:
+        assert self.user_side is not None
+        messages = self._messages(events)
+        lookups = await self._lookups(messages)
+        batch = self.user_side.process(messages, lookups, caught_up=self._caught_up)
+        # 1. Outputs, made durable. A crash before the commit below repeats the batch; every
+        #    output here is idempotent (files rewritten, versions deduplicated, HSET values).
+        for partition, samples in batch.samples.items():
+            self.lander.add(partition, samples)
+        await asyncio.to_thread(self.lander.flush)
+        sends = []
+        for samples in batch.samples.values():
+            for sample in samples:
+                value = sample_document(sample)
+                sends.append(
+                    await self.outputs["samples"].send(key=sample.user_id.encode(), value=value)
+                )
+        for record in batch.dead_letters:
+            sends.append(await self.outputs["deadletter"].send(value=encode_document(record)))
+        for record in batch.activity:
+            key = record["anchor_id"].encode()
+            sends.append(
+                await self.outputs["anchor-activity"].send(key=key, value=encode_document(record))
+            )
+        write = FeatureWrite(users=batch.users, user_anchor=batch.user_anchor)
+        if write:
+            await self._retry(lambda: self.redis.write(write), "redis write")
+        if sends:
+            await asyncio.gather(*sends)
+        # 2. Only now the state moves on.
+        self.user_side.commit()
+        for partition, windows in batch.closed_windows.items():
+            done = await asyncio.to_thread(
+                self.lander.mark, partition, windows, batch.watermarks[partition]
+            )
+            for folder in done:
+                log.info("window complete: %s", folder)
+        for partition, watermark in batch.watermarks.items():
+            self.lander.evict(partition, watermark)
+        self.metrics.observe_user_batch(self.user_side, batch, len(messages))
+        self._maybe_write_stats()
+
+    async def handle_anchor_batch(self, events: Sequence[Any]) -> None:
+        assert self.anchor_side is not None
+        messages = self._messages(events)
+        writes, dead = self.anchor_side.process(messages)
+        sends = [
+            await self.outputs["deadletter"].send(value=encode_document(record)) for record in dead
+        ]
+        if writes:
+            await self._retry(lambda: self.redis.write(FeatureWrite(anchors=writes)), "redis write")
+        if sends:
+            await asyncio.gather(*sends)
+        self.anchor_side.commit()
+        self.metrics.observe_anchor_batch(self.anchor_side, len(messages))
+        self._maybe_write_stats()
+
+    def forget(self, revoked: set[Any]) -> None:
+        if self.user_side is not None:
+            self.user_side.forget({tp.partition for tp in revoked})
+
+    def _maybe_write_stats(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_stats < self.settings.streams.stats_interval_seconds:
+            return
+        self._last_stats = now
+        stats = self.metrics.snapshot(self.user_side, self.anchor_side)
+        stats["worker"] = self.name
+        stats["written_at"] = time.time()
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.stats_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(stats, indent=1, sort_keys=True))
+        temporary.replace(self.stats_path)
+
+
+def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, StreamRuntime]:
+    """The faust app of the stream workers, and the runtime its agents call."""
+    servers, extra = _broker(settings)
+    partitions = settings.kafka.partitions
+    datadir = Path(settings.home) / "streams" / "faust"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.kafka.topic_prefix}-streams",
+        broker=servers,
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.streams.commit_interval_seconds,
+        stream_buffer_maxsize=max(4096, settings.streams.batch_size * 2),
+        table_cleanup_interval=3600.0,
+        datadir=str(datadir),
+        **extra,
+    )
+    runtime = StreamRuntime(settings, app, name or worker_name())
+
+    def raw_topic(*names: str) -> Any:
+        return app.topic(
+            *[settings.topic(n) for n in names],
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    schema = faust.Schema(key_serializer="json", value_serializer="json")
+
+    def table(table_name: str) -> Any:
+        return app.Table(table_name, default=None, partitions=partitions, schema=schema)
+
+    runtime.bind_user_tables({n: table(n) for n in ("join", "users", "user_anchor", "watermarks")})
+    runtime.bind_anchor_table(table("anchors"))
+    size, within = settings.streams.batch_size, settings.streams.batch_seconds
+
+    @app.agent(raw_topic(*USER_SOURCES, "control"), name="users")
+    async def users(stream: Any) -> None:
+        async for events in stream.take_events(size, within=within):
+            await runtime.handle_user_batch(events)
+
+    @app.agent(raw_topic("anchor-status", "anchor-activity"), name="anchors")
+    async def anchors(stream: Any) -> None:
+        async for events in stream.take_events(size, within=within):
+            await runtime.handle_anchor_batch(events)
+
+    async def on_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
+        runtime.forget(revoked)
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+
+    return app, runtime

@@ -1,0 +1,108 @@
+"""Control messages: watermark ticks that move event time on (``liverank streams advance``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from liverank.settings import Settings
+from streams.pipeline import USER_SOURCES
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds, or an ISO date-time (UTC unless it says otherwise).
+
+    >>> parse_time("1793491200")
+    1793491200.0
+    >>> parse_time("2026-11-01T00:00:00")
+    1793491200.0
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not a time: {text!r} (epoch seconds or ISO 8601)") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        value = moment.timestamp()
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite time: {text!r}")
+    return value
+
+
+def advance(settings: Settings, to: float) -> dict[int, dict[str, int]]:
+    """Send one tick per partition: once a worker has read every user topic up to the end
+    offsets it names, that partition's watermark moves to ``to``. Returns the end offsets."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.structs import TopicPartition
+
+    options = settings.kafka.client_options()
+    partitions = range(settings.kafka.partitions)
+    consumer = KafkaConsumer(client_id="liverank-advance", **options)
+    try:
+        tps = [TopicPartition(settings.topic(s), p) for s in USER_SOURCES for p in partitions]
+        ends = consumer.end_offsets(tps)
+    finally:
+        consumer.close()
+    producer = KafkaProducer(client_id="liverank-advance", acks="all", **options)
+    sent: dict[int, dict[str, int]] = {}
+    try:
+        for partition in partitions:
+            offsets = {
+                s: int(ends[TopicPartition(settings.topic(s), partition)]) for s in USER_SOURCES
+            }
+            tick: dict[str, Any] = {"type": "tick", "ts": to, "end_offsets": offsets}
+            producer.send(
+                settings.topic("control"),
+                key=f"tick-{partition}".encode(),
+                value=json.dumps(tick).encode(),
+                partition=partition,
+            )
+            sent[partition] = offsets
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def read_stats(home: Path) -> list[dict[str, Any]]:
+    """The stats files the workers write (one per worker)."""
+    folder = home / "streams"
+    stats = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            stats.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return stats
+
+
+def combine_stats(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over the workers' stats."""
+    total: dict[str, Any] = {
+        "workers": [w.get("worker") for w in workers],
+        "events_in": {},
+        "dead_letters": {},
+        "late": {},
+        "orphans": {},
+        "samples_by_version": {},
+        "partitions": {},
+        "clicks": 0,
+        "joined_clicks": 0,
+        "pending_samples": 0,
+        "duplicates": 0,
+    }
+    for stats in workers:
+        for name in ("events_in", "dead_letters", "late", "orphans", "samples_by_version"):
+            for key, value in stats.get(name, {}).items():
+                total[name][key] = total[name].get(key, 0) + value
+        for name in ("clicks", "joined_clicks", "pending_samples", "duplicates"):
+            total[name] += stats.get(name) or 0
+        total["partitions"].update(stats.get("partitions", {}))
+    total["join_rate"] = total["joined_clicks"] / total["clicks"] if total["clicks"] else None
+    return total
