@@ -373,7 +373,7 @@ def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, 
             partitions=partitions,
         )
 
-    schema = faust.Schema(key_serializer="json", value_serializer="json")
+    schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
 
     def table(table_name: str) -> Any:
         return app.Table(table_name, default=None, partitions=partitions, schema=schema)
