@@ -139,6 +139,7 @@ class AnchorState:
     live_since: float | None
     status_ts: float | None
     seen: SeenIds
+    newest: float | None = None
 
     @classmethod
     def new(cls) -> AnchorState:
@@ -157,6 +158,7 @@ class AnchorState:
             live_since=s.get("live_since"),
             status_ts=s.get("status_ts"),
             seen=SeenIds(dict.fromkeys(s.get("seen", []))),
+            newest=s.get("newest"),
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -170,10 +172,16 @@ class AnchorState:
             "live_since": self.live_since,
             "status_ts": self.status_ts,
             "seen": list(self.seen.ids),
+            "newest": self.newest,
         }
+
+    def _saw(self, ts: float) -> None:
+        if self.newest is None or ts > self.newest:
+            self.newest = ts
 
     def status_update(self, ts: float, live: bool, status: str, viewers: int) -> None:
         """An anchor-status event; an older one than the newest applied is ignored."""
+        self._saw(ts)
         if self.status_ts is not None and ts < self.status_ts:
             return
         if live and not self.live:
@@ -184,6 +192,7 @@ class AnchorState:
 
     def activity(self, ts: float, kind: str) -> None:
         """Activity from the user side: impression, click, enter, gift or conversion."""
+        self._saw(ts)
         if kind == "conversion":
             self.cvr.add(ts, 1.0, 0.0)
             return
@@ -221,6 +230,7 @@ class UserAnchorState:
     watch_seconds: WindowedSum
     follows: WindowedSum
     last_watch: float | None
+    newest: float | None = None
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> UserAnchorState:
@@ -230,6 +240,7 @@ class UserAnchorState:
             watch_seconds=WindowedSum.from_state(UA_WINDOW, 7, s.get("watch")),
             follows=WindowedSum.from_state(UA_WINDOW, 7, s.get("follows")),
             last_watch=s.get("last_watch"),
+            newest=s.get("newest"),
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -238,17 +249,25 @@ class UserAnchorState:
             "watch": self.watch_seconds.to_state(),
             "follows": self.follows.to_state(),
             "last_watch": self.last_watch,
+            "newest": self.newest,
         }
 
+    def _saw(self, ts: float) -> None:
+        if self.newest is None or ts > self.newest:
+            self.newest = ts
+
     def click(self, ts: float) -> None:
+        self._saw(ts)
         self.clicks.add(ts)
 
     def watch(self, ts: float, seconds: float) -> None:
+        self._saw(ts)
         self.watch_seconds.add(ts, seconds)
         if self.last_watch is None or ts > self.last_watch:
             self.last_watch = ts
 
     def follow(self, ts: float) -> None:
+        self._saw(ts)
         self.follows.add(ts)
 
     def features(self, now: float) -> dict[str, float | str]:

@@ -74,6 +74,9 @@ class StreamsSettings(Section):
     metrics_port: int = Field(0, ge=0, description="Prometheus port of a worker; 0: none")
     stats_interval_seconds: float = Field(5.0, gt=0)
     commit_interval_seconds: float = Field(2.0, gt=0)
+    session_timeout_seconds: float = Field(
+        10.0, ge=6, description="a dead worker's partitions move to the others after this long"
+    )
 
 
 class HBaseSettings(Section):

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from features.hbase import HBaseTables
 from features.profiles import CachedProfiles, HBaseProfileStore
@@ -198,22 +197,6 @@ class StreamRuntime:
             out.append(Message(m.topic.removeprefix(prefix), m.partition, m.offset, m.key, m.value))
         return out
 
-    def _caught_up(self, partition: int) -> list[str]:
-        consumer = self.app.consumer
-        assert self.user_side is not None
-        mark = self.user_side.marks.get(partition)
-        if mark is None:
-            return []
-        idle = []
-        for source in USER_SOURCES:
-            try:
-                highwater = consumer.highwater(TP(self.topic_of(source), partition))
-            except Exception:
-                highwater = None
-            if highwater is not None and mark.offsets.get(source, -1) >= highwater - 1:
-                idle.append(source)
-        return idle
-
     async def _lookups(self, messages: Sequence[Message]) -> Lookups:
         impressions = impressions_in(messages, self.max_bytes)
         if not impressions:
@@ -271,7 +254,7 @@ class StreamRuntime:
         assert self.user_side is not None
         messages = self._messages(events)
         lookups = await self._lookups(messages)
-        batch = self.user_side.process(messages, lookups, caught_up=self._caught_up)
+        batch = self.user_side.process(messages, lookups)
         # 1. Outputs, made durable. A crash before the commit below repeats the batch; every
         #    output here is idempotent (files rewritten, versions deduplicated, HSET values).
         for partition, samples in batch.samples.items():
@@ -296,14 +279,14 @@ class StreamRuntime:
             await self._retry(lambda: self.redis.write(write), "redis write")
         if sends:
             await asyncio.gather(*sends)
-        # 2. Only now the state moves on.
-        self.user_side.commit()
         for partition, windows in batch.closed_windows.items():
             done = await asyncio.to_thread(
                 self.lander.mark, partition, windows, batch.watermarks[partition]
             )
             for folder in done:
                 log.info("window complete: %s", folder)
+        # 2. Only now the state moves on.
+        self.user_side.commit()
         for partition, watermark in batch.watermarks.items():
             self.lander.evict(partition, watermark)
         self.metrics.observe_user_batch(self.user_side, batch, len(messages))
@@ -327,6 +310,7 @@ class StreamRuntime:
     def forget(self, revoked: set[Any]) -> None:
         if self.user_side is not None:
             self.user_side.forget({tp.partition for tp in revoked})
+        self._maybe_write_stats(force=True)  # the stats show only what this worker owns
 
     def _maybe_write_stats(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -358,6 +342,8 @@ def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, 
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.streams.commit_interval_seconds,
+        broker_session_timeout=settings.streams.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.streams.session_timeout_seconds / 3),
         stream_buffer_maxsize=max(4096, settings.streams.batch_size * 2),
         table_cleanup_interval=3600.0,
         datadir=str(datadir),
@@ -378,7 +364,7 @@ def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, 
     def table(table_name: str) -> Any:
         return app.Table(table_name, default=None, partitions=partitions, schema=schema)
 
-    runtime.bind_user_tables({n: table(n) for n in ("join", "users", "user_anchor", "watermarks")})
+    runtime.bind_user_tables({n: table(n) for n in ("join", "users", "user_anchor")})
     runtime.bind_anchor_table(table("anchors"))
     size, within = settings.streams.batch_size, settings.streams.batch_seconds
 
@@ -391,6 +377,11 @@ def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, 
     async def anchors(stream: Any) -> None:
         async for events in stream.take_events(size, within=within):
             await runtime.handle_anchor_batch(events)
+
+    async def write_stats() -> None:
+        runtime._maybe_write_stats(force=True)
+
+    app.timer(settings.streams.stats_interval_seconds)(write_stats)
 
     async def on_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
         runtime.forget(revoked)

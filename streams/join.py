@@ -76,6 +76,19 @@ class JoinCounters:
     def bump(self, table: dict[Any, int], key: Any, by: int = 1) -> None:
         table[key] = table.get(key, 0) + by
 
+    def add(self, other: JoinCounters) -> None:
+        """Add ``other``'s counts to these."""
+        self.clicks += other.clicks
+        self.joined_clicks += other.joined_clicks
+        self.duplicates += other.duplicates
+        for mine, theirs in (
+            (self.late, other.late),
+            (self.orphans, other.orphans),
+            (self.samples_by_version, other.samples_by_version),
+        ):
+            for key, value in theirs.items():
+                self.bump(mine, key, value)
+
 
 # The pending value is a plain dict (JSON-able, so a faust table can store it):
 #   imp: [event_id, ts, user_id, scene, position] | None     the impression
@@ -85,8 +98,9 @@ class JoinCounters:
 #   stage: 0 click window open, 1 conversion window open
 #   version: versions emitted    click_out / conv_out: the labels last emitted
 #   deadline: when advance() must look at it
-# A closed sample leaves a tombstone {"closed": True, "deadline": ...} for `horizon` seconds,
-# so an event that arrives after its window closed is recognised as late.
+# A closed sample leaves a tombstone {"closed": True, "deadline": ..., "ids": [...]} for
+# `horizon` seconds, so an event that arrives after its window closed is recognised as late
+# (or, when its id is there, as a duplicate).
 
 OPEN, CONVERTING = 0, 1
 
@@ -141,6 +155,9 @@ class JoinCore:
         kind = type(event).__name__.lower()
         entry = self.pending.get(key)
         if entry is not None and entry.get("closed"):
+            if event.event_id in entry.get("ids", ()):
+                self.counters.duplicates += 1
+                return []
             return self._outside(kind, event.ts)
         if entry is None:
             # The deadline a new entry would get (see _deadline): already past means late.
@@ -318,7 +335,9 @@ class JoinCore:
 
     def _tombstone(self, key: str, entry: dict[str, Any]) -> None:
         deadline = entry["deadline"] + self.rules.horizon
-        self.pending[key] = {"closed": True, "deadline": deadline}
+        # The ids it saw, so a replayed event (after a restart) is a duplicate, not "late".
+        ids = [entry["imp"][0], *entry["clicks"], *entry["watch"], *entry["acts"]]
+        self.pending[key] = {"closed": True, "deadline": deadline, "ids": ids}
         heapq.heappush(self._expiry, (deadline, key))
 
     def _late(self, kind: str) -> list[Sample]:

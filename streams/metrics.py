@@ -62,24 +62,11 @@ class StreamMetrics:
     def observe_user_batch(self, side: UserSide, batch: UserBatch, messages: int) -> None:
         self._sync("events_in", self.events_in, side.counters.events_in)
         self._sync("dead_letters", self.dead_letters, side.counters.dead_letters)
-        clicks = joined = 0
-        late: dict[Any, int] = {}
-        orphans: dict[Any, int] = {}
-        versions: dict[Any, int] = {}
-        for core in side.cores.values():
-            c = core.counters
-            clicks += c.clicks
-            joined += c.joined_clicks
-            for table, into in (
-                (c.late, late),
-                (c.orphans, orphans),
-                (c.samples_by_version, versions),
-            ):
-                for key, value in table.items():
-                    into[key] = into.get(key, 0) + value
-        self._sync("late", self.late, late)
-        self._sync("orphans", self.orphans, orphans)
-        self._sync("samples", self.samples, versions)
+        counts = side.join_counters()
+        clicks, joined = counts.clicks, counts.joined_clicks
+        self._sync("late", self.late, counts.late)
+        self._sync("orphans", self.orphans, counts.orphans)
+        self._sync("samples", self.samples, counts.samples_by_version)
         if clicks:
             self.join_rate.set(joined / clicks)
         for partition, watermark in batch.watermarks.items():
@@ -114,15 +101,12 @@ class StreamMetrics:
         versions: dict[str, int] = {}
         partitions: dict[str, Any] = {}
         if user_side is not None:
+            counts = user_side.join_counters()
+            clicks, joined = counts.clicks, counts.joined_clicks
+            late, orphans = dict(counts.late), dict(counts.orphans)
+            versions = {str(v): n for v, n in counts.samples_by_version.items()}
+            out["duplicates"] += counts.duplicates
             for partition, core in user_side.cores.items():
-                c = core.counters
-                clicks += c.clicks
-                joined += c.joined_clicks
-                for table, into in ((c.late, late), (c.orphans, orphans)):
-                    for key, value in table.items():
-                        into[key] = into.get(key, 0) + value
-                for version, n in c.samples_by_version.items():
-                    versions[str(version)] = versions.get(str(version), 0) + n
                 mark = user_side.marks.get(partition)
                 newest = max(mark.newest.values()) if mark and mark.newest else None
                 watermark = core.watermark if math.isfinite(core.watermark) else None

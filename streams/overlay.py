@@ -1,10 +1,10 @@
 """Mappings that let a batch change state only after its outputs are durable.
 
-``Overlay`` collects writes over a base mapping (a faust table); ``commit`` applies them. A
-worker that dies before ``commit`` leaves the table as it was before the batch, so the batch is
-processed again from its committed offsets and its outputs (idempotent) are written again:
-nothing is lost. ``PartitionView`` gives one partition's slice of a table whose keys carry the
-partition as a prefix.
+``Overlay`` collects writes over a base mapping (a faust table); ``commit`` applies them, in the
+order they were first made. A worker that dies before ``commit`` leaves the table as it was
+before the batch, so the batch is processed again from its committed offsets and its outputs
+(idempotent) are written again: nothing is lost. ``PartitionView`` gives one partition's slice
+of a table whose keys carry the partition as a prefix.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ class Overlay(MutableMapping[str, Any]):
 
 
 class PartitionView(MutableMapping[str, Any]):
-    """Keys ``<partition>/<key>`` of ``base`` seen as ``<key>``."""
+    """Keys ``<partition>/<space>/<key>`` of ``base`` seen as ``<key>``."""
 
-    def __init__(self, base: MutableMapping[str, Any], partition: int) -> None:
+    def __init__(self, base: MutableMapping[str, Any], partition: int, space: str) -> None:
         self.base = base
-        self.prefix = f"{partition}/"
+        self.prefix = f"{partition}/{space}/"
 
     def __getitem__(self, key: str) -> Any:
         return self.base[self.prefix + key]

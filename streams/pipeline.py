@@ -31,7 +31,7 @@ from streams.events import (
     parse_event,
     reason_kind,
 )
-from streams.join import JoinCore, LabelRules, Sample
+from streams.join import JoinCore, JoinCounters, LabelRules, Sample
 from streams.overlay import Overlay, PartitionView
 from streams.watermark import PartitionWatermark
 
@@ -132,12 +132,12 @@ class UserSide:
         self.join_table = Overlay(tables["join"])
         self.user_table = Overlay(tables["users"])
         self.pair_table = Overlay(tables["user_anchor"])
-        self.mark_table = Overlay(tables["watermarks"])
         self.topic_of = topic_of
         self.max_event_bytes = max_event_bytes
         self.cores: dict[int, JoinCore] = {}
         self.marks: dict[int, PartitionWatermark] = {}
         self.counters = StreamCounters()
+        self.retired = JoinCounters()
         self._users: dict[str, UserState] = {}
         self._pairs: dict[str, UserAnchorState] = {}
         self._first_ts: dict[int, float] = {}
@@ -148,9 +148,9 @@ class UserSide:
         core = self.cores.get(partition)
         if core is None:
             # First use after start or after (re)assignment: rebuild from the tables.
-            core = JoinCore(self.rules, PartitionView(self.join_table, partition))
+            core = JoinCore(self.rules, PartitionView(self.join_table, partition, "s"))
             mark = PartitionWatermark.from_state(
-                USER_SOURCES, self.rules.allowed_lateness, self.mark_table.get(f"{partition}/mark")
+                USER_SOURCES, self.rules.allowed_lateness, self.join_table.get(f"{partition}/mark")
             )
             core.watermark = mark.value()
             self.cores[partition], self.marks[partition] = core, mark
@@ -159,8 +159,18 @@ class UserSide:
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions were revoked: drop what is cached about them."""
         for partition in partitions:
-            self.cores.pop(partition, None)
+            core = self.cores.pop(partition, None)
+            if core is not None:
+                self.retired.add(core.counters)
             self.marks.pop(partition, None)
+
+    def join_counters(self) -> JoinCounters:
+        """This process's join counts: the partitions it owns and those it gave up."""
+        total = JoinCounters()
+        total.add(self.retired)
+        for core in self.cores.values():
+            total.add(core.counters)
+        return total
 
     # -- a batch -----------------------------------------------------------------------------
 
@@ -188,7 +198,7 @@ class UserSide:
             watermark = mark.value(caught_up(partition))
             self._emit(batch, partition, self.cores[partition].advance(watermark), watermark)
             batch.watermarks[partition] = self.cores[partition].watermark
-            saved = self.mark_table.get(f"{partition}/mark") or {}
+            saved = self.join_table.get(f"{partition}/mark") or {}
             windows, next_window = closed_windows(
                 saved.get("next_window"),
                 self._first_ts.get(partition),
@@ -197,7 +207,10 @@ class UserSide:
             )
             if windows:
                 batch.closed_windows[partition] = windows
-            self.mark_table[f"{partition}/mark"] = {**mark.to_state(), "next_window": next_window}
+            # The watermark lives in the join's own table, written after the batch's samples:
+            # a changelog keeps a prefix of what was sent to a partition, so whenever a
+            # restart sees this watermark it also sees every sample state behind it.
+            self.join_table[f"{partition}/mark"] = {**mark.to_state(), "next_window": next_window}
         self._first_ts.clear()
         for user_id, user in self._users.items():
             self.user_table[user_id] = user.to_state()
@@ -209,7 +222,7 @@ class UserSide:
 
     def commit(self) -> None:
         """The batch's outputs are durable: apply its state changes to the tables."""
-        for overlay in (self.join_table, self.user_table, self.pair_table, self.mark_table):
+        for overlay in (self.join_table, self.user_table, self.pair_table):
             overlay.commit()
 
     def _control(self, message: Message, mark: PartitionWatermark) -> None:
@@ -258,9 +271,6 @@ class UserSide:
         assert not isinstance(event, AnchorStatus)
         partition = message.partition
         user = self._user(partition, event.user_id)
-        if user.seen.check_and_add(event.event_id):
-            self.counters.duplicates += 1
-            return
         first = self._first_ts.get(message.partition)
         if first is None or event.ts < first:
             self._first_ts[message.partition] = event.ts
@@ -270,7 +280,12 @@ class UserSide:
             if isinstance(event, Impression)
             else None
         )
-        self._features(partition, event, user, core, batch)
+        # Features and the join each drop duplicates on their own: after a crash one table
+        # may hold an event's effect while the other does not, and each must catch up alone.
+        if user.seen.check_and_add(event.event_id):
+            self.counters.duplicates += 1
+        else:
+            self._features(partition, event, user, core, batch)
         out = core.process(event, features)
         self._emit(batch, message.partition, out, event.ts)
 
@@ -320,9 +335,11 @@ class UserSide:
             batch.activity.append(
                 {"anchor_id": anchor_id, "ts": ts, "kind": activity, "id": event.event_id}
             )
-        batch.users[event.user_id] = user.features(ts)
+        # Written as of the newest event seen (not this one's time), so the final values do
+        # not depend on the order in which the topics were read.
+        batch.users[event.user_id] = user.features(max(ts, user.sessions.last or ts))
         if pair is not None:
-            batch.user_anchor[(event.user_id, anchor_id)] = pair.features(ts)
+            batch.user_anchor[(event.user_id, anchor_id)] = pair.features(pair.newest or ts)
 
     def _snapshot(
         self, partition: int, event: Impression, user: UserState, lookups: Lookups
@@ -354,10 +371,13 @@ class UserSide:
         for sample in samples:
             # Conversion turns 1 once, in a version that is not final (finals repeat it).
             if sample.conversion and not sample.final:
-                at = ts if math.isfinite(ts) else sample.ts
                 user = self._user(partition, sample.user_id)
+                # When a window closes on the watermark (``ts``), the conversion happened at
+                # the user's newest event at the latest, not at the watermark.
+                newest = user.sessions.last if user.sessions.last is not None else sample.ts
+                at = min(ts, newest) if math.isfinite(ts) else newest
                 user.conversion(at)
-                batch.users[sample.user_id] = user.features(at)
+                batch.users[sample.user_id] = user.features(max(at, newest))
                 batch.activity.append(
                     {
                         "anchor_id": sample.anchor_id,
@@ -467,7 +487,11 @@ class AnchorSide:
                 state.activity(ts, kind)
                 key = f"{message.partition}/{anchor_id}"
                 newest[key] = max(newest.get(key, -math.inf), ts)
-        writes = {key.split("/", 1)[1]: states[key].features(now) for key, now in newest.items()}
+        # As of each anchor's newest event, so the final values do not depend on read order.
+        writes = {
+            key.split("/", 1)[1]: states[key].features(states[key].newest or now)
+            for key, now in newest.items()
+        }
         for key, state in states.items():
             self.table[key] = state.to_state()
         return writes, dead

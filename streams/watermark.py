@@ -3,10 +3,11 @@
 A worker reads partition ``p`` of the impressions, clicks, watch and actions topics at
 different paces (a fat topic lags a thin one by hours during a replay), so the watermark of
 partition ``p`` follows the slowest of them: the smallest of each source's newest event time,
-minus the allowed lateness. A source that is caught up (nothing more to read) does not hold the
-others back. A tick (``liverank streams advance --to TS``) lifts the watermark to ``TS`` once
-the worker has read every source up to the end offsets the tick names, so a replay can close
-all of its windows.
+minus the allowed lateness. A source with no event yet holds the watermark back; a tick
+(``liverank streams advance --to TS``) lifts it to ``TS`` once the worker has read every source
+up to the end offsets the tick names, so an idle partition moves on and a replay can close all
+of its windows. (A source merely "caught up" is not skipped: a producer that pauses and then
+sends older events would otherwise see them counted late.)
 
 >>> w = PartitionWatermark(sources=("impressions", "clicks"), lateness=60)
 >>> w.observe("impressions", offset=0, ts=1000.0)
