@@ -52,11 +52,20 @@ class FaustTableMapping(MutableMapping[str, Any]):
     """A faust table written from a batch (outside one event's context).
 
     Keys start with their partition (``<partition>/...``); a write goes to the store and to
-    that partition of the changelog, as faust itself does for the current event.
+    that partition of the changelog, as faust itself does for the current event. ``drain``
+    waits until every changelog write was acknowledged: faust's own flush before an offset
+    commit gives up after 0.1 s without progress, so a batch is acknowledged (and its offsets
+    become committable) only after ``drain``.
     """
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self.sent: list[Any] = []
+
+    async def drain(self) -> None:
+        sent, self.sent = self.sent, []
+        if sent:
+            await asyncio.gather(*sent)
 
     def __getitem__(self, key: str) -> Any:
         value = self.table.data.get(key)
@@ -66,11 +75,12 @@ class FaustTableMapping(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.table.data[key] = value
-        self.table.send_changelog(int(key.split("/", 1)[0]), key, value)
+        self.sent.append(self.table.send_changelog(int(key.split("/", 1)[0]), key, value))
 
     def __delitem__(self, key: str) -> None:
         self.table.data.pop(key, None)
-        self.table.send_changelog(int(key.split("/", 1)[0]), key, None, value_serializer="raw")
+        partition = int(key.split("/", 1)[0])
+        self.sent.append(self.table.send_changelog(partition, key, None, value_serializer="raw"))
 
     def __contains__(self, key: object) -> bool:
         return key in self.table.data
@@ -166,6 +176,7 @@ class StreamRuntime:
             name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
             for name in ("samples", "deadletter", "anchor-activity")
         }
+        self.batch_lock = asyncio.Lock()
         self.user_side: UserSide | None = None
         self.anchor_side: AnchorSide | None = None
         self.stats_path = Path(settings.home) / "streams" / f"{name}.json"
@@ -177,16 +188,18 @@ class StreamRuntime:
     # -- the user agent ------------------------------------------------------------------------
 
     def bind_user_tables(self, tables: dict[str, Any]) -> None:
+        self.user_tables = {name: FaustTableMapping(table) for name, table in tables.items()}
         self.user_side = UserSide(
             self.rules,
-            {name: FaustTableMapping(table) for name, table in tables.items()},
+            self.user_tables,
             topic_of=self.topic_of,
             max_event_bytes=self.max_bytes,
         )
 
     def bind_anchor_table(self, table: Any) -> None:
+        self.anchor_table = FaustTableMapping(table)
         self.anchor_side = AnchorSide(
-            FaustTableMapping(table), topic_of=self.topic_of, max_event_bytes=self.max_bytes
+            self.anchor_table, topic_of=self.topic_of, max_event_bytes=self.max_bytes
         )
 
     def _messages(self, events: Sequence[Any]) -> list[Message]:
@@ -250,8 +263,26 @@ class StreamRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def _owned(self, events: Sequence[Any]) -> list[Any]:
+        """The events of partitions this worker still owns (a rebalance may have moved some;
+        their new owner reads them again from the committed offsets)."""
+        assignment = self.app.consumer.assignment()
+        return [e for e in events if e.message.tp in assignment]
+
     async def handle_user_batch(self, events: Sequence[Any]) -> None:
+        # A batch runs whole or not at all with respect to rebalances: revocation waits for it
+        # (see ``revoke``), so faust never restores a table under a half-written batch.
+        async with self.batch_lock:
+            await self._user_batch(self._owned(events))
+
+    async def handle_anchor_batch(self, events: Sequence[Any]) -> None:
+        async with self.batch_lock:
+            await self._anchor_batch(self._owned(events))
+
+    async def _user_batch(self, events: Sequence[Any]) -> None:
         assert self.user_side is not None
+        if not events:
+            return
         messages = self._messages(events)
         lookups = await self._lookups(messages)
         batch = self.user_side.process(messages, lookups)
@@ -285,15 +316,19 @@ class StreamRuntime:
             )
             for folder in done:
                 log.info("window complete: %s", folder)
-        # 2. Only now the state moves on.
+        # 2. Only now the state moves on, and the batch is acknowledged once it is durable.
         self.user_side.commit()
+        for mapping in self.user_tables.values():
+            await mapping.drain()
         for partition, watermark in batch.watermarks.items():
             self.lander.evict(partition, watermark)
         self.metrics.observe_user_batch(self.user_side, batch, len(messages))
         self._maybe_write_stats()
 
-    async def handle_anchor_batch(self, events: Sequence[Any]) -> None:
+    async def _anchor_batch(self, events: Sequence[Any]) -> None:
         assert self.anchor_side is not None
+        if not events:
+            return
         messages = self._messages(events)
         writes, dead = self.anchor_side.process(messages)
         sends = [
@@ -304,12 +339,15 @@ class StreamRuntime:
         if sends:
             await asyncio.gather(*sends)
         self.anchor_side.commit()
+        await self.anchor_table.drain()
         self.metrics.observe_anchor_batch(self.anchor_side, len(messages))
         self._maybe_write_stats()
 
-    def forget(self, revoked: set[Any]) -> None:
-        if self.user_side is not None:
-            self.user_side.forget({tp.partition for tp in revoked})
+    async def revoke(self, revoked: set[Any]) -> None:
+        """Partitions are being taken away: let the batch in flight finish, then forget them."""
+        async with self.batch_lock:
+            if self.user_side is not None:
+                self.user_side.forget({tp.partition for tp in revoked})
         self._maybe_write_stats(force=True)  # the stats show only what this worker owns
 
     def _maybe_write_stats(self, force: bool = False) -> None:
@@ -384,7 +422,7 @@ def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, 
     app.timer(settings.streams.stats_interval_seconds)(write_stats)
 
     async def on_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
-        runtime.forget(revoked)
+        await runtime.revoke(revoked)
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 

@@ -149,7 +149,7 @@ def start_worker(settings: Settings, name: str) -> subprocess.Popen[bytes]:
             "--name",
             name,
             "--loglevel",
-            "warning",
+            os.environ.get("LIVERANK_TEST_LOGLEVEL", "warning"),
         ],
         cwd=ROOT,
         env=worker_env(settings),

@@ -1,0 +1,82 @@
+"""A stream worker SIGKILLed mid-stream and restarted lands the same samples."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+from deploy.local.services import LocalServices
+from liverank.settings import Settings
+from streams.control import advance
+from streams.join import LabelRules
+from streams.reference import reference_labels
+from tests.integration.harness import (
+    landed_labels,
+    last_window_done,
+    parsed,
+    publish,
+    scoped,
+    simulated_events,
+    start_worker,
+    stop,
+    wait_for,
+    worker_log,
+)
+
+RULES = LabelRules()
+
+
+def last_ts(events: list[tuple[str, str, bytes]]) -> float:
+    return max(event.ts for event in parsed(events))
+
+
+def test_a_worker_killed_three_times_lands_the_same_samples(
+    services: LocalServices,
+    settings: Settings,
+    unique: str,
+    tmp_path: Path,
+    day: list[tuple[str, str, bytes]] | None = None,
+) -> None:
+    day = simulated_events()
+    local = scoped(
+        settings,
+        f"sk{unique}",
+        tmp_path,
+        batch_size=300,
+        batch_seconds=0.2,
+        commit_interval_seconds=0.5,
+    )
+    rng = random.Random(17)
+    # The day goes out over ~40 s, as live traffic would, so the kills land mid-stream.
+    chunks = [day[i : i + 200] for i in range(0, len(day), 200)]
+
+    def publish_slowly() -> None:
+        for chunk in chunks:
+            publish(local, chunk)
+            time.sleep(40 / len(chunks))
+
+    publisher = threading.Thread(target=publish_slowly)
+    kills = 0
+    process = start_worker(local, "w0")
+    publisher.start()
+    try:
+        while kills < 3:
+            time.sleep(rng.uniform(5, 12))
+            stop(process, signal.SIGKILL)
+            kills += 1
+            process = start_worker(local, "w0")
+        publisher.join()
+        advance(local, last_ts(day) + 3 * 3600)
+        wait_for(
+            last_window_done(local, last_ts(day)), 300, "the last window's _SUCCESS after the kills"
+        )
+    except AssertionError:
+        print(worker_log(local, "w0"))
+        raise
+    finally:
+        stop(process)
+    assert kills == 3
+    assert landed_labels(local) == reference_labels(parsed(day), RULES)
