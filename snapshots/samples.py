@@ -8,6 +8,7 @@ already holds. See ``snapshots.layout`` for the folder layout and the markers.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from collections.abc import Iterable, Mapping
@@ -140,6 +141,7 @@ class SampleLander:
         self.click_window = click_window
         self.horizon = horizon  # after window end + horizon, no new version can come
         self.buffers: dict[tuple[float, int], WindowBuffer] = {}
+        self._swept: dict[int, float] = {}
         self.rows_written = 0
 
     def add(self, partition: int, samples: Iterable[Any]) -> None:
@@ -185,23 +187,28 @@ class SampleLander:
     def mark(self, partition: int, windows: Iterable[float], watermark: float) -> list[str]:
         """Mark ``windows`` complete for ``partition`` (call after ``flush``).
 
-        Also marks every older window folder another partition created that this one has not
-        marked yet and that the watermark has passed (a partition that had no event there
-        still has to say so). Returns the window folders that became complete for every
-        partition (``_SUCCESS``).
+        Also marks every window folder other partitions created that this one has not marked
+        yet and that its watermark has passed (a partition that had no event there, or none at
+        all, still has to say so); that look at the folders happens once per window the
+        watermark passes. Returns the window folders that became complete for every partition
+        (``_SUCCESS``).
         """
         wanted = sorted(set(windows))
-        if not wanted:
+        if not math.isfinite(watermark):
             return []
-        marker = partition_marker(partition)
-        for folder, names in self._window_folders().items():
-            start = parse_window_folder(folder)
-            if (
-                start < wanted[0]
-                and marker not in names
-                and window_closed(start, watermark, self.click_window)
-            ):
-                wanted.append(start)
+        passed = window_start(watermark - self.click_window) - WINDOW_SECONDS
+        if wanted or passed > self._swept.get(partition, float("-inf")):
+            self._swept[partition] = passed
+            marker = partition_marker(partition)
+            first = wanted[0] if wanted else float("inf")
+            for folder, names in self._window_folders().items():
+                start = parse_window_folder(folder)
+                if (
+                    start < first
+                    and marker not in names
+                    and window_closed(start, watermark, self.click_window)
+                ):
+                    wanted.append(start)
         completed = []
         for start in wanted:
             folder = self.root.join(window_folder(start))

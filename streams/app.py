@@ -310,10 +310,9 @@ class StreamRuntime:
             await self._retry(lambda: self.redis.write(write), "redis write")
         if sends:
             await asyncio.gather(*sends)
-        for partition, windows in batch.closed_windows.items():
-            done = await asyncio.to_thread(
-                self.lander.mark, partition, windows, batch.watermarks[partition]
-            )
+        for partition, watermark in batch.watermarks.items():
+            windows = batch.closed_windows.get(partition, [])
+            done = await asyncio.to_thread(self.lander.mark, partition, windows, watermark)
             for folder in done:
                 log.info("window complete: %s", folder)
         # 2. Only now the state moves on, and the batch is acknowledged once it is durable.

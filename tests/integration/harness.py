@@ -116,7 +116,13 @@ def publish(settings: Settings, messages: list[Published]) -> None:
 
 def scoped(settings: Settings, name: str, home: Path, **streams: Any) -> Settings:
     kafka = settings.kafka.model_copy(update={"topic_prefix": name})
-    update: dict[str, Any] = {"kafka": kafka, "home": home, "samples_root": str(home / "samples")}
+    hbase = settings.hbase.model_copy(update={"table_prefix": name})
+    update: dict[str, Any] = {
+        "kafka": kafka,
+        "hbase": hbase,
+        "home": home,
+        "samples_root": str(home / "samples"),
+    }
     if streams:
         update["streams"] = settings.streams.model_copy(update=streams)
     scoped_settings = settings.model_copy(update=update)
@@ -128,6 +134,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         LIVERANK_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+        LIVERANK_HBASE__TABLE_PREFIX=settings.hbase.table_prefix,
         LIVERANK_HOME=str(settings.home),
         LIVERANK_SAMPLES_ROOT=settings.samples_root,
         LIVERANK_STREAMS__BATCH_SECONDS=str(settings.streams.batch_seconds),
