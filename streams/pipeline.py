@@ -141,6 +141,8 @@ class UserSide:
         self._users: dict[str, UserState] = {}
         self._pairs: dict[str, UserAnchorState] = {}
         self._first_ts: dict[int, float] = {}
+        self._dirty_users: dict[str, float] = {}
+        self._dirty_pairs: dict[str, float] = {}
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -212,12 +214,21 @@ class UserSide:
             # restart sees this watermark it also sees every sample state behind it.
             self.join_table[f"{partition}/mark"] = {**mark.to_state(), "next_window": next_window}
         self._first_ts.clear()
+        # Features go out once per user and pair a batch, as of the newest event seen (not
+        # the last one read), so the final values do not depend on the order of the topics.
+        for key, ts in self._dirty_users.items():
+            user = self._users[key]
+            batch.users[key.split("/", 1)[1]] = user.features(max(ts, user.sessions.last or ts))
+        for key, ts in self._dirty_pairs.items():
+            pair = self._pairs[key]
+            user_id, anchor_id = key.split("/", 1)[1].split("|", 1)
+            batch.user_anchor[(user_id, anchor_id)] = pair.features(pair.newest or ts)
         for user_id, user in self._users.items():
             self.user_table[user_id] = user.to_state()
         for pair_key, pair in self._pairs.items():
             self.pair_table[pair_key] = pair.to_state()
-        self._users.clear()
-        self._pairs.clear()
+        for cache in (self._users, self._pairs, self._dirty_users, self._dirty_pairs):
+            cache.clear()
         return batch
 
     def commit(self) -> None:
@@ -335,11 +346,13 @@ class UserSide:
             batch.activity.append(
                 {"anchor_id": anchor_id, "ts": ts, "kind": activity, "id": event.event_id}
             )
-        # Written as of the newest event seen (not this one's time), so the final values do
-        # not depend on the order in which the topics were read.
-        batch.users[event.user_id] = user.features(max(ts, user.sessions.last or ts))
+        self._touch(self._dirty_users, f"{partition}/{event.user_id}", ts)
         if pair is not None:
-            batch.user_anchor[(event.user_id, anchor_id)] = pair.features(pair.newest or ts)
+            self._touch(self._dirty_pairs, f"{partition}/{event.user_id}|{anchor_id}", ts)
+
+    @staticmethod
+    def _touch(dirty: dict[str, float], key: str, ts: float) -> None:
+        dirty[key] = max(ts, dirty.get(key, ts))
 
     def _snapshot(
         self, partition: int, event: Impression, user: UserState, lookups: Lookups
@@ -377,7 +390,7 @@ class UserSide:
                 newest = user.sessions.last if user.sessions.last is not None else sample.ts
                 at = min(ts, newest) if math.isfinite(ts) else newest
                 user.conversion(at)
-                batch.users[sample.user_id] = user.features(max(at, newest))
+                self._touch(self._dirty_users, f"{partition}/{sample.user_id}", max(at, newest))
                 batch.activity.append(
                     {
                         "anchor_id": sample.anchor_id,
