@@ -263,21 +263,15 @@ class StreamRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _owned(self, events: Sequence[Any]) -> list[Any]:
-        """The events of partitions this worker still owns (a rebalance may have moved some;
-        their new owner reads them again from the committed offsets)."""
-        assignment = self.app.consumer.assignment()
-        return [e for e in events if e.message.tp in assignment]
-
     async def handle_user_batch(self, events: Sequence[Any]) -> None:
         # A batch runs whole or not at all with respect to rebalances: revocation waits for it
         # (see ``revoke``), so faust never restores a table under a half-written batch.
         async with self.batch_lock:
-            await self._user_batch(self._owned(events))
+            await self._user_batch(events)
 
     async def handle_anchor_batch(self, events: Sequence[Any]) -> None:
         async with self.batch_lock:
-            await self._anchor_batch(self._owned(events))
+            await self._anchor_batch(events)
 
     async def _user_batch(self, events: Sequence[Any]) -> None:
         assert self.user_side is not None

@@ -41,6 +41,11 @@ def simulated_events(
     return out
 
 
+def last_ts(published: list[Published]) -> float:
+    """The newest event time of the valid messages."""
+    return max(event.ts for event in parsed(published))
+
+
 def parsed(published: list[Published]) -> list[Event]:
     events = []
     for topic, _, value in published:

@@ -25,6 +25,7 @@ from streams.reference import reference_labels
 from tests.integration.harness import (
     ROOT,
     landed_labels,
+    last_ts,
     last_window_done,
     malformed,
     parsed,
@@ -44,10 +45,6 @@ RULES = LabelRules()
 @pytest.fixture(scope="module")
 def day() -> list[tuple[str, str, bytes]]:
     return simulated_events()
-
-
-def last_ts(events: list[tuple[str, str, bytes]]) -> float:
-    return max(event.ts for event in parsed(events))
 
 
 def run_to_completion(
