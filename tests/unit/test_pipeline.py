@@ -26,7 +26,7 @@ from snapshots.layout import parse_window_folder
 from snapshots.samples import SampleLander, completed_windows, latest_versions, read_window
 from streams.events import Event, Invalid, encode_document, parse_event
 from streams.join import LabelRules
-from streams.pipeline import Lookups, Message, UserSide
+from streams.pipeline import Lookups, Message, UserBatch, UserSide
 from streams.reference import reference_labels
 
 RULES = LabelRules()
@@ -95,6 +95,18 @@ def ticks(queues: dict[tuple[str, int], list[Message]], ts: float) -> list[Messa
     return out
 
 
+def step(side: UserSide, lander: SampleLander, batch: list[Message]) -> UserBatch:
+    """What the worker does with one batch: process, land and mark, then commit the state."""
+    out = side.process(batch, NO_LOOKUPS)
+    for partition, samples in out.samples.items():
+        lander.add(partition, samples)
+    lander.flush()
+    for partition, windows in out.closed_windows.items():
+        lander.mark(partition, windows, out.watermarks[partition])
+    side.commit()
+    return out
+
+
 def run_worker(
     queues: dict[tuple[str, int], list[Message]],
     root: Path,
@@ -129,14 +141,7 @@ def run_worker(
             if crash_every and number % crash_every == 0 and rng.random() < 0.7:
                 crashed = True  # the process dies before this batch's outputs are durable
                 break
-            out = side.process(batch, NO_LOOKUPS)
-            for partition, samples in out.samples.items():
-                lander.add(partition, samples)
-            lander.flush()
-            for partition, windows in out.closed_windows.items():
-                lander.mark(partition, windows, out.watermarks[partition])
-            dead_letters.extend(out.dead_letters)
-            side.commit()
+            dead_letters.extend(step(side, lander, batch).dead_letters)
             uncommitted.append(batch)
             if rng.random() < 0.3:  # the periodic offset commit
                 for done in uncommitted:
@@ -150,13 +155,7 @@ def run_worker(
         for name in state:  # each changelog independently lost its newest writes, or not
             if rng.random() < 0.5:
                 state[name] = copy.deepcopy(at_commit[name])
-    out = side.process(ticks(queues, last_ts + 3 * 3600), NO_LOOKUPS)
-    for partition, samples in out.samples.items():
-        lander.add(partition, samples)
-    lander.flush()
-    for partition, windows in out.closed_windows.items():
-        lander.mark(partition, windows, out.watermarks[partition])
-    side.commit()
+    step(side, lander, ticks(queues, last_ts + 3 * 3600))
     return side, dead_letters
 
 
@@ -233,13 +232,7 @@ def test_one_table_losing_its_last_writes_is_caught_up_on_replay(
     lander = SampleLander(str(tmp_path), PARTITIONS, RULES.click_window, RULES.horizon)
 
     def run(side: UserSide, batch: list[Message]) -> None:
-        out = side.process(batch, NO_LOOKUPS)
-        for partition, samples in out.samples.items():
-            lander.add(partition, samples)
-        lander.flush()
-        for partition, windows in out.closed_windows.items():
-            lander.mark(partition, windows, out.watermarks[partition])
-        side.commit()
+        step(side, lander, batch)
 
     side = UserSide(RULES, state, topic_of=str)
     run(side, messages[: half // 2])
