@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from features.hbase import HBaseTables
 from features.profiles import CachedProfiles, HBaseProfileStore
@@ -313,6 +314,9 @@ class StreamRuntime:
         self.user_side.commit()
         for mapping in self.user_tables.values():
             await mapping.drain()
+        for (topic, partition), offset in batch.rewind.items():
+            log.warning("gap in %s[%d]: reading again from offset %d", topic, partition, offset)
+            await self.app.consumer.seek(TP(self.topic_of(topic), partition), offset)
         for partition, watermark in batch.watermarks.items():
             self.lander.evict(partition, watermark)
         self.metrics.observe_user_batch(self.user_side, batch, len(messages))

@@ -68,6 +68,9 @@ class UserBatch:
     user_anchor: dict[tuple[str, str], dict[str, float | str]] = field(default_factory=dict)
     watermarks: dict[int, float] = field(default_factory=dict)
     closed_windows: dict[int, list[float]] = field(default_factory=dict)
+    rewind: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(topic, partition) -> offset to read again from: a gap between what the state has
+    applied and what the consumer delivered (offsets committed past unapplied events)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class UserSide:
         self._pairs: dict[str, UserAnchorState] = {}
         self._first_ts: dict[int, float] = {}
         self._dirty_users: dict[str, float] = {}
+        self._rewound: dict[tuple[str, int], int] = {}
         self._dirty_pairs: dict[str, float] = {}
 
     # -- partitions --------------------------------------------------------------------------
@@ -189,6 +193,8 @@ class UserSide:
             core = self.core(partition)
             mark = self.marks[partition]
             touched_partitions.add(partition)
+            if not self._in_order(message, mark, batch):
+                continue
             if message.topic == "control":
                 self._control(message, mark)
             else:
@@ -230,6 +236,32 @@ class UserSide:
         for cache in (self._users, self._pairs, self._dirty_users, self._dirty_pairs):
             cache.clear()
         return batch
+
+    def _in_order(self, message: Message, mark: PartitionWatermark, batch: UserBatch) -> bool:
+        """Apply each message once, in offset order, whatever the consumer delivers.
+
+        The tables record the last offset applied per topic-partition (in the watermark
+        state). An older message is read again after a restart (each table drops what it
+        already holds); a newer one past a gap means the consumer skipped messages (offsets
+        committed past events whose effects were lost in a crash): the batch stops reading
+        that topic-partition and asks to read it again from the gap. A gap seen again right
+        after such a rewind is a real hole in the log.
+        """
+        if message.topic not in USER_SOURCES:
+            return True
+        tp = (message.topic, message.partition)
+        if tp in batch.rewind:
+            return False
+        applied = mark.offsets.get(message.topic)
+        if applied is None or message.offset <= applied:
+            return True
+        expected = applied + 1
+        if message.offset > expected and self._rewound.get(tp) != expected:
+            self._rewound[tp] = expected
+            batch.rewind[tp] = expected
+            self.counters.bump(self.counters.events_in, "rewinds")
+            return False
+        return True
 
     def commit(self) -> None:
         """The batch's outputs are durable: apply its state changes to the tables."""

@@ -244,3 +244,26 @@ def test_one_table_losing_its_last_writes_is_caught_up_on_replay(
     run(side, messages[half:])
     run(side, ticks(queues, max(e.ts for e in events) + 3 * 3600))
     assert {k: v[:2] for k, v in landed(tmp_path).items()} == reference_labels(events, RULES)
+
+
+def test_a_gap_in_offsets_is_read_again_not_skipped(day: Any, tmp_path: Path) -> None:
+    """Offsets committed past events the tables never applied: the worker asks to rewind."""
+    queues, _ = day
+    tp = ("impressions", 0)
+    queue = queues[tp]
+    state = tables()
+    lander = SampleLander(str(tmp_path), PARTITIONS, RULES.click_window, RULES.horizon)
+    side = UserSide(RULES, state, topic_of=str)
+    step(side, lander, queue[:10])
+    out = step(side, lander, queue[20:30])  # 10..19 were lost: the consumer jumped
+    assert out.rewind == {tp: 10}
+    assert side.marks[0].offsets["impressions"] == 9  # nothing past the gap was applied
+    out = step(side, lander, queue[10:])  # read again from the gap
+    assert out.rewind == {}
+    assert side.marks[0].offsets["impressions"] == len(queue) - 1
+    # A hole that is still there right after the rewind is accepted as a hole in the log.
+    other = queues[("clicks", 1)]
+    step(side, lander, other[:3])
+    assert step(side, lander, other[5:8]).rewind == {("clicks", 1): 3}
+    assert step(side, lander, other[5:8]).rewind == {}
+    assert side.marks[1].offsets["clicks"] == 7
