@@ -33,6 +33,12 @@ from features.catalog import (
 )
 
 SEEN_IDS = 256
+
+
+def _newest(current: float | None, ts: float) -> float:
+    return ts if current is None or ts > current else current
+
+
 BUCKETS = 12
 
 
@@ -175,13 +181,9 @@ class AnchorState:
             "newest": self.newest,
         }
 
-    def _saw(self, ts: float) -> None:
-        if self.newest is None or ts > self.newest:
-            self.newest = ts
-
     def status_update(self, ts: float, live: bool, status: str, viewers: int) -> None:
         """An anchor-status event; an older one than the newest applied is ignored."""
-        self._saw(ts)
+        self.newest = _newest(self.newest, ts)
         if self.status_ts is not None and ts < self.status_ts:
             return
         if live and not self.live:
@@ -192,7 +194,7 @@ class AnchorState:
 
     def activity(self, ts: float, kind: str) -> None:
         """Activity from the user side: impression, click, enter, gift or conversion."""
-        self._saw(ts)
+        self.newest = _newest(self.newest, ts)
         if kind == "conversion":
             self.cvr.add(ts, 1.0, 0.0)
             return
@@ -252,22 +254,18 @@ class UserAnchorState:
             "newest": self.newest,
         }
 
-    def _saw(self, ts: float) -> None:
-        if self.newest is None or ts > self.newest:
-            self.newest = ts
-
     def click(self, ts: float) -> None:
-        self._saw(ts)
+        self.newest = _newest(self.newest, ts)
         self.clicks.add(ts)
 
     def watch(self, ts: float, seconds: float) -> None:
-        self._saw(ts)
+        self.newest = _newest(self.newest, ts)
         self.watch_seconds.add(ts, seconds)
         if self.last_watch is None or ts > self.last_watch:
             self.last_watch = ts
 
     def follow(self, ts: float) -> None:
-        self._saw(ts)
+        self.newest = _newest(self.newest, ts)
         self.follows.add(ts)
 
     def features(self, now: float) -> dict[str, float | str]:

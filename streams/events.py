@@ -308,6 +308,7 @@ _REASON_KINDS: Final = (
     ("not valid JSON", "not_json"),
     ("not a JSON object", "not_object"),
     ("unknown topic", "unknown_topic"),
+    ("bad anchor activity", "bad_activity"),
 )
 
 _TOPIC_OF: Final[dict[type[Any], str]] = {cls: topic for topic, (cls, _, _) in SCHEMAS.items()}

@@ -110,6 +110,40 @@ def closed_windows(
     return windows, next_window
 
 
+def reject(
+    message: Message,
+    reason: str,
+    topic_of: Callable[[str], str],
+    counters: StreamCounters,
+    dead: list[dict[str, Any]],
+) -> None:
+    """The one policy for a bad message: a dead letter with its reason, counted; go on."""
+    counters.bump(counters.dead_letters, reason_kind(reason))
+    dead.append(
+        dead_letter(
+            topic_of(message.topic), message.partition, message.offset, reason, message.value
+        )
+    )
+
+
+def read_event(
+    message: Message,
+    max_bytes: int,
+    topic_of: Callable[[str], str],
+    counters: StreamCounters,
+    dead: list[dict[str, Any]],
+) -> Event | None:
+    """The message's typed event, or None after rejecting it (see ``reject``)."""
+    if message.value is None:
+        reject(message, "empty message (no value)", topic_of, counters, dead)
+        return None
+    parsed = parse_event(message.topic, message.value, max_bytes)
+    if isinstance(parsed, Invalid):
+        reject(message, parsed.reason, topic_of, counters, dead)
+        return None
+    return parsed
+
+
 def impressions_in(messages: Iterable[Message], max_bytes: int) -> list[Impression]:
     """The valid impressions of a batch (to fetch their lookups before processing)."""
     found = []
@@ -291,25 +325,12 @@ class UserSide:
     ) -> None:
         topic = message.topic
         self.counters.bump(self.counters.events_in, topic)
-        parsed = (
-            Invalid("empty message (no value)")
-            if message.value is None
-            else parse_event(topic, message.value, self.max_event_bytes)
+        event = read_event(
+            message, self.max_event_bytes, self.topic_of, self.counters, batch.dead_letters
         )
-        if isinstance(parsed, Invalid):
-            self.counters.bump(self.counters.dead_letters, reason_kind(parsed.reason))
-            batch.dead_letters.append(
-                dead_letter(
-                    self.topic_of(topic),
-                    message.partition,
-                    message.offset,
-                    parsed.reason,
-                    message.value,
-                )
-            )
+        if event is None:
             mark.read_through(topic, message.offset)
             return
-        event = parsed
         mark.observe(topic, message.offset, event.ts)
         assert not isinstance(event, AnchorStatus)
         partition = message.partition
@@ -473,27 +494,15 @@ class AnchorSide:
     ) -> tuple[dict[str, dict[str, float | str]], list[dict[str, Any]]]:
         """Returns (anchor features to write, dead letters)."""
         states: dict[str, AnchorState] = {}
-        newest: dict[str, float] = {}
+        touched: set[str] = set()
         dead: list[dict[str, Any]] = []
         for message in messages:
             self.counters.bump(self.counters.events_in, message.topic)
             if message.topic == "anchor-status":
-                parsed = (
-                    Invalid("empty message (no value)")
-                    if message.value is None
-                    else parse_event("anchor-status", message.value, self.max_event_bytes)
+                parsed = read_event(
+                    message, self.max_event_bytes, self.topic_of, self.counters, dead
                 )
-                if isinstance(parsed, Invalid):
-                    self.counters.bump(self.counters.dead_letters, reason_kind(parsed.reason))
-                    dead.append(
-                        dead_letter(
-                            self.topic_of(message.topic),
-                            message.partition,
-                            message.offset,
-                            parsed.reason,
-                            message.value,
-                        )
-                    )
+                if parsed is None:
                     continue
                 assert isinstance(parsed, AnchorStatus)
                 state = self._state(states, message.partition, parsed.anchor_id)
@@ -501,8 +510,7 @@ class AnchorSide:
                     self.counters.duplicates += 1
                     continue
                 state.status_update(parsed.ts, parsed.live, parsed.status, parsed.viewers)
-                key = f"{message.partition}/{parsed.anchor_id}"
-                newest[key] = max(newest.get(key, -math.inf), parsed.ts)
+                touched.add(f"{message.partition}/{parsed.anchor_id}")
             else:
                 try:
                     record = json.loads(message.value or b"")
@@ -513,16 +521,12 @@ class AnchorSide:
                         record["id"],
                     )
                 except (ValueError, KeyError, TypeError) as exc:
-                    reason = f"bad anchor activity record: {exc}"
-                    self.counters.bump(self.counters.dead_letters, "bad_activity")
-                    dead.append(
-                        dead_letter(
-                            self.topic_of(message.topic),
-                            message.partition,
-                            message.offset,
-                            reason,
-                            message.value,
-                        )
+                    reject(
+                        message,
+                        f"bad anchor activity record: {exc}",
+                        self.topic_of,
+                        self.counters,
+                        dead,
                     )
                     continue
                 state = self._state(states, message.partition, anchor_id)
@@ -530,13 +534,13 @@ class AnchorSide:
                     self.counters.duplicates += 1
                     continue
                 state.activity(ts, kind)
-                key = f"{message.partition}/{anchor_id}"
-                newest[key] = max(newest.get(key, -math.inf), ts)
+                touched.add(f"{message.partition}/{anchor_id}")
         # As of each anchor's newest event, so the final values do not depend on read order.
-        writes = {
-            key.split("/", 1)[1]: states[key].features(states[key].newest or now)
-            for key, now in newest.items()
-        }
+        writes = {}
+        for key in touched:
+            state = states[key]
+            assert state.newest is not None  # every update records its time
+            writes[key.split("/", 1)[1]] = state.features(state.newest)
         for key, state in states.items():
             self.table[key] = state.to_state()
         return writes, dead

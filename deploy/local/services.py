@@ -119,7 +119,7 @@ class LocalService(ABC):
         pids = {p.name: p.pid() for p in self.processes()}
         report["pids"] = pids
         report["managed"] = all(pid is not None for pid in pids.values())
-        if not any(pid is not None for pid in pids.values()) and not self._port_open():
+        if not any(pid is not None for pid in pids.values()) and not self.port_open():
             report["healthy"] = False
             report["error"] = "not running"
             return report
@@ -135,7 +135,8 @@ class LocalService(ABC):
             report["error"] = f"not running: {', '.join(missing)}; {reason}" if missing else reason
         return report
 
-    def _port_open(self) -> bool:
+    def port_open(self) -> bool:
+        """Something answers on the service's port."""
         port = int(self.address().rsplit(":", 1)[1])
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
@@ -561,14 +562,10 @@ class LocalServices:
 
     @staticmethod
     def _check_port_free(service: LocalService, process: ManagedProcess) -> None:
-        port = int(service.address().rsplit(":", 1)[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            in_use = sock.connect_ex(("127.0.0.1", port)) == 0
-        if in_use and process.name == service.processes()[-1].name:
+        if process.name == service.processes()[-1].name and service.port_open():
             raise ServiceError(
-                f"{service.name}: port {port} is taken by another program that is not a healthy "
-                f"{service.name}; free it or change the port under [local] in the settings"
+                f"{service.name}: {service.address()} is taken by another program that is not a "
+                f"healthy {service.name}; free it or change the port under [local] in the settings"
             )
 
 

@@ -36,6 +36,7 @@ from tests.integration.harness import (
     start_worker,
     stop,
     wait_for,
+    worker_env,
     worker_log,
 )
 
@@ -188,8 +189,6 @@ def test_streams_stats_command_reads_the_workers(
 ) -> None:
     local = scoped(settings, f"ss{unique}", tmp_path)
     run_to_completion(local, day[: len(day) // 4])
-    from tests.integration.harness import worker_env
-
     result = subprocess.run(
         [sys.executable, "-m", "liverank.cli", "streams", "stats", "--json"],
         cwd=ROOT,
