@@ -94,14 +94,7 @@ class FaustTableMapping(MutableMapping[str, Any]):
 
 
 def label_rules(settings: Settings) -> LabelRules:
-    labels = settings.labels
-    return LabelRules(
-        click_window=labels.click_window,
-        conversion_window=labels.conversion_window,
-        effective_watch_seconds=labels.effective_watch_seconds,
-        allowed_lateness=labels.allowed_lateness,
-        policy=labels.policy,
-    )
+    return LabelRules.from_settings(settings.labels)
 
 
 def worker_name() -> str:

@@ -36,6 +36,17 @@ class LabelRules:
     allowed_lateness: float = 60.0
     policy: Literal["negative_cache", "fake_negative"] = "negative_cache"
 
+    @classmethod
+    def from_settings(cls, labels: Any) -> LabelRules:
+        """From the ``[labels]`` settings section."""
+        return cls(
+            click_window=labels.click_window,
+            conversion_window=labels.conversion_window,
+            effective_watch_seconds=labels.effective_watch_seconds,
+            allowed_lateness=labels.allowed_lateness,
+            policy=labels.policy,
+        )
+
     @property
     def horizon(self) -> float:
         """How long after its last deadline a closed sample is remembered (to spot late events)."""

@@ -30,6 +30,7 @@ from liverank.simulator.world import (
     build_world,
 )
 from streams.events import INPUT_TOPICS, encode_document
+from streams.join import LabelRules
 
 
 class Sink(Protocol):
@@ -164,6 +165,21 @@ class KafkaSink:
             self.truth.close()
 
 
+class SamplesSink:
+    """Lands labelled samples under a samples root through the workers' pipeline, in process."""
+
+    def __init__(self, root: str, world: World, rules: LabelRules, partitions: int) -> None:
+        from streams.offline import OfflineLander, world_profiles
+
+        self.lander = OfflineLander(root, rules, partitions, profiles=world_profiles(world))
+
+    def write_day(self, traffic: DayTraffic) -> None:
+        self.lander.feed(traffic.events)
+
+    def close(self) -> None:
+        self.lander.finish()
+
+
 class NullSink:
     def write_day(self, traffic: DayTraffic) -> None:
         return None
@@ -218,6 +234,7 @@ def run_simulation(
     speed: float,
     truth: Path | None,
     dry_run: bool,
+    samples: str | None = None,
 ) -> TrafficStats:
     if days <= 0 or users <= 0 or anchors <= 0:
         raise ValueError("days, users and anchors must be positive")
@@ -228,6 +245,8 @@ def run_simulation(
     sink: Sink
     if dry_run:
         sink = NullSink()
+    elif samples is not None:
+        sink = SamplesSink(samples, world, LabelRules.from_settings(settings.labels), 4)
     elif out is not None:
         sink = FileSink(out, world)
     else:
