@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	@echo "installing liverank and its dev extra into $(VENV) (first time: torch and its CUDA-capable wheels, a few minutes)"
-	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar off -e '.[dev,bench]'
 	@touch $(STAMP)
 
 services: install

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from liverank.cli_common import settings_of
+from liverank.cli_train import models_app, train_app
 from liverank.errors import LiverankError
 from liverank.settings import Settings
 
@@ -30,12 +32,11 @@ app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
 app.add_typer(streams_app, name="streams")
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
 
 
-def _settings(ctx: typer.Context) -> Settings:
-    settings = ctx.find_root().obj
-    assert isinstance(settings, Settings)
-    return settings
+_settings = settings_of
 
 
 @app.callback()
@@ -229,8 +230,18 @@ def simulate(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Generate (and --stats) without writing anything.")
     ] = False,
+    samples: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Land labelled samples here (the workers' pipeline in this process, no Kafka)."
+        ),
+    ] = None,
 ) -> None:
-    """Simulate a live-streaming platform and publish its events (or write them to files)."""
+    """Simulate a live-streaming platform and publish its events (or write them to files).
+
+    With --samples, the events go through the stream workers' own pipeline in this process
+    and land as sample windows (Parquet, _SUCCESS markers): a training set in seconds.
+    """
     from liverank.simulator.run import run_simulation
 
     report = run_simulation(
@@ -244,6 +255,7 @@ def simulate(
         speed=speed,
         truth=truth,
         dry_run=dry_run,
+        samples=samples,
     )
     if stats:
         typer.echo(report.format())

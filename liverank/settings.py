@@ -113,19 +113,46 @@ class AdmissionSettings(Section):
     fields: dict[str, dict[str, float | int | str]] = Field(default_factory=dict)
 
 
+class FieldSettings(Section):
+    """How the trainer reads one sample column (see ``trainer.fields``)."""
+
+    kind: Literal["id", "numeric", "sequence"]
+    vocab: str | None = Field(None, description="vocabulary name; fields that share IDs share one")
+    boundaries: tuple[float, ...] | None = Field(None, description="numeric: bucket boundaries")
+    max_length: int | None = Field(None, ge=1, description="sequence: items kept (newest first)")
+
+
 class TrainerSettings(Section):
     window_minutes: int = Field(15, ge=1)
     restart_policy: Literal["from_base", "chained"] = "from_base"
+    objective: Literal["esmm", "separate"] = Field(
+        "esmm", description="esmm, or a CTR model plus a CVR model trained on clicks only"
+    )
     embedding_dim: int = Field(16, ge=1)
     mlp_hidden: tuple[int, ...] = (128, 64)
     interest_length: int = Field(50, ge=1)
+    interest_sequence: str = Field("u_recent_anchors", description="the user's recent items")
+    interest_target: str = Field("anchor_id", description="the item the interest attends from")
+    fields: dict[str, FieldSettings] = Field(
+        default_factory=dict,
+        description="per-column overrides of the default catalogue (any sample set's columns)",
+    )
+    exclude_fields: tuple[str, ...] = ()
     batch_size: int = Field(1024, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
+    learning_rate: float = Field(0.05, gt=0, description="sparse rows (row-wise Adagrad)")
+    dense_learning_rate: float = Field(0.002, gt=0, description="towers (Adam)")
+    ftrl_alpha: float = Field(0.05, gt=0)
+    ftrl_beta: float = Field(1.0, ge=0)
+    ftrl_l2: float = Field(0.0, ge=0)
     seed: int = 7
+    holdout_percent: int = Field(10, ge=0, lt=100, description="samples never trained on")
+    gate_windows: int = Field(4, ge=1, description="earlier windows in the gate's second set")
     gate_auc_margin: float = Field(0.01, ge=0)
     gate_logloss_margin: float = Field(0.02, ge=0)
     retention_versions: int = Field(20, ge=1)
     retention_hours: float = Field(24.0, ge=0)
+    poll_interval_seconds: float = Field(5.0, gt=0)
+    metrics_port: int = Field(0, ge=0, description="Prometheus port of the trainer; 0: none")
 
 
 class ScorerSettings(Section):

@@ -9,11 +9,8 @@ already holds. See ``snapshots.layout`` for the folder layout and the markers.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +28,7 @@ from snapshots.layout import (
     window_folder,
     window_start,
 )
+from snapshots.storage import Root
 
 LABEL_FIELDS: list[pa.Field] = [
     pa.field("sample_id", pa.string(), nullable=False),
@@ -73,50 +71,6 @@ def validate_table(table: pa.Table) -> None:
     bad = (table["conversion"].to_pylist(), table["click"].to_pylist())
     if any(c > k for c, k in zip(*bad, strict=True)):
         raise ValueError("a sample has conversion = 1 with click = 0")
-
-
-class Root:
-    """A samples root on a local path or any pyarrow filesystem URI (hdfs://, s3://)."""
-
-    def __init__(self, uri: str) -> None:
-        if "://" in uri:
-            self.fs, self.path = pafs.FileSystem.from_uri(uri)
-        else:
-            self.fs, self.path = pafs.LocalFileSystem(), str(Path(uri).resolve())
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
-
-    def join(self, *parts: str) -> str:
-        return "/".join([self.path.rstrip("/"), *parts])
-
-    def exists(self, path: str) -> bool:
-        return bool(self.fs.get_file_info(path).type != pafs.FileType.NotFound)
-
-    def write_atomic(self, path: str, data: bytes) -> None:
-        """Write ``data`` to ``path`` in full, then rename into place."""
-        folder = path.rsplit("/", 1)[0]
-        temporary = f"{folder}/.tmp-{uuid.uuid4().hex}"
-        if self.local:
-            os.makedirs(folder, exist_ok=True)
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-            return
-        self.fs.create_dir(folder, recursive=True)
-        with self.fs.open_output_stream(temporary) as stream:
-            stream.write(data)
-        self.fs.move(temporary, path)
-
-    def read_table(self, path: str) -> pa.Table:
-        with self.fs.open_input_file(path) as handle:
-            return pq.read_table(handle)
-
-    def list_files(self, folder: str) -> list[str]:
-        selector = pafs.FileSelector(folder, allow_not_found=True)
-        return [
-            info.path for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File
-        ]
 
 
 def table_bytes(table: pa.Table) -> bytes:

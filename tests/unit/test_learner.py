@@ -1,0 +1,149 @@
+"""The model, the encoder and the learner on small tables (no services)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from liverank.settings import Settings
+from snapshots.samples import SCHEMA
+from trainer.encode import Encoder, rows_table
+from trainer.fields import field_specs
+from trainer.learner import Learner
+from trainer.vocab import PADDING_ROW, Vocabulary
+
+
+def synthetic(n: int, seed: int) -> pa.Table:
+    """Samples where clicks depend on the anchor (a few good ones) and on the position."""
+    rng = np.random.default_rng(seed)
+    anchors = rng.integers(0, 40, n)
+    position = rng.integers(0, 8, n).astype(float)
+    good = anchors < 8
+    p_click = np.where(good, 0.45, 0.05) * (1.0 - position / 16)
+    click = (rng.random(n) < p_click).astype(np.int8)
+    conversion = (click * (rng.random(n) < np.where(good, 0.6, 0.1))).astype(np.int8)
+    columns = {name: [None] * n for name in SCHEMA.names}
+    columns.update(
+        sample_id=[f"r{i}:a{a}" for i, a in enumerate(anchors)],
+        version=[1] * n,
+        final=[True] * n,
+        ts=(1793491200.0 + np.arange(n)).tolist(),
+        request_id=[f"r{i}" for i in range(n)],
+        user_id=[f"u{i % 50}" for i in range(n)],
+        anchor_id=[f"a{a}" for a in anchors],
+        click=click.tolist(),
+        conversion=conversion.tolist(),
+        watch_seconds=[0.0] * n,
+        c_position=position.tolist(),
+        u_recent_anchors=[",".join(f"a{a}" for a in rng.integers(0, 40, 5)) for _ in range(n)],
+    )
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def settings(**trainer: object) -> Settings:
+    return Settings(trainer={"seed": 3, "batch_size": 256, **trainer})  # type: ignore[arg-type]
+
+
+def test_sequences_are_padded_and_unknown_values_get_the_default_row() -> None:
+    vocab = Vocabulary()
+    specs = field_specs(settings().trainer)
+    encoder = Encoder(specs, vocab)
+    table = pa.table({"anchor_id": ["a1", "zz"], "u_recent_anchors": ["a1,a2,a1", ""]})
+    from trainer.admission import AdmissionRule
+
+    rule = AdmissionRule(mode="hard", full_threshold=1, incremental_threshold=1)
+    vocab.observe("anchor_id", {"a1": 1, "a2": 1}, 0.0, rule, "full")
+    batch = encoder.encode(table)
+    anchor = [s.name for s in specs if s.kind != "sequence"].index("anchor_id")
+    default = vocab.entries("anchor_id").default_row
+    a1, a2 = vocab.lookup("anchor_id", ["a1", "a2"]).tolist()
+    assert batch.single[:, anchor].tolist() == [a1, default]
+    recent = batch.sequences[0]
+    assert recent[0, :4].tolist() == [a1, a2, a1, PADDING_ROW]
+    assert recent[1].tolist() == [PADDING_ROW] * recent.shape[1]
+
+
+def test_the_learner_learns_which_anchors_get_clicked() -> None:
+    learner = Learner(settings())
+    train, test = synthetic(20000, 1), synthetic(5000, 2)
+    before = learner.evaluate(test)["auc_ctr"]
+    for _ in range(2):
+        learner.fit(train, "incremental")
+    after = learner.evaluate(test)
+    assert after["auc_ctr"] > 0.75 > before + 0.1
+    assert after["auc_ctcvr"] > 0.75
+
+
+def test_a_step_moves_only_the_rows_the_batch_touched() -> None:
+    learner = Learner(settings())
+    table = synthetic(2000, 3)
+    learner.observe(table, "incremental")
+    before = learner.tables.embedding.clone()
+    batch = learner.encoder.encode(table.slice(0, 64))
+    learner.step(batch)
+    touched = set(
+        torch.unique(torch.cat([batch.single.flatten(), batch.sequences[0].flatten()])).tolist()
+    )
+    changed = set(torch.nonzero((learner.tables.embedding != before).any(dim=1)).flatten().tolist())
+    assert changed and changed <= touched
+    assert PADDING_ROW not in changed
+    assert learner.tables.embedding[PADDING_ROW].abs().sum() == 0
+
+
+def test_restore_gives_the_same_predictions_and_the_same_next_step() -> None:
+    import pyarrow.parquet as pq
+    from safetensors.torch import load
+
+    from trainer.serialize import learner_files
+
+    learner = Learner(settings())
+    learner.fit(synthetic(3000, 4), "incremental")
+    files = learner_files(learner)
+    again = Learner.restore(
+        learner.settings, learner.config, load(files["model.safetensors"]),
+        pq.read_table(pa.BufferReader(files["vocab.parquet"])),
+    )  # fmt: skip
+    test = synthetic(1000, 5)
+    np.testing.assert_allclose(learner.predict(test)[2], again.predict(test)[2], rtol=1e-6)
+    more = synthetic(1000, 6)
+    learner.fit(more, "incremental")
+    again.fit(more, "incremental")
+    np.testing.assert_allclose(learner.predict(test)[0], again.predict(test)[0], rtol=1e-4)
+
+
+def test_the_separate_objective_trains_the_cvr_tower_on_clicks_only() -> None:
+    learner = Learner(settings(objective="separate"))
+    learner.fit(synthetic(5000, 7), "incremental")
+    p_ctr, p_cvr, p_ctcvr = learner.predict(synthetic(500, 8))
+    np.testing.assert_allclose(p_ctcvr, p_ctr * p_cvr, rtol=1e-6)
+
+
+def test_scorer_rows_encode_like_sample_rows() -> None:
+    learner = Learner(settings())
+    table = synthetic(2000, 9)
+    learner.fit(table, "incremental")
+    rows = table.slice(0, 20).to_pylist()
+    names = [s.name for s in learner.specs]
+    from_rows = learner.predict(rows_table(rows, names))[2]
+    np.testing.assert_allclose(from_rows, learner.predict(table.slice(0, 20))[2], rtol=1e-6)
+
+
+def test_weights_driven_to_zero_are_left_out_of_the_published_vocabulary() -> None:
+    learner = Learner(settings())
+    learner.fit(synthetic(2000, 10), "incremental")
+    row = learner.vocab.entries("anchor_id").rows["a3"]
+    learner.tables.embedding[row] = 0.0
+    learner.tables.wide[row] = 0.0
+    assert row in learner.dropped_rows()
+    published = learner.vocab.to_table(learner.dropped_rows())
+    assert (
+        "a3" not in published.filter(pa.compute.equal(published["kind"], "id"))["value"].to_pylist()
+    )
+
+
+@pytest.mark.parametrize("bad", ["interest_target", "interest_sequence"])
+def test_a_wrong_interest_configuration_fails_loudly(bad: str) -> None:
+    with pytest.raises(ValueError, match=bad):
+        field_specs(settings(**{bad: "c_position"}).trainer)

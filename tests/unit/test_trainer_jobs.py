@@ -1,0 +1,124 @@
+"""The training jobs on sample windows landed by the workers' pipeline (files, no services)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from liverank.settings import Settings
+from snapshots.layout import window_folder
+from trainer.data import closed_windows
+from trainer.jobs import Trainer, TrainerError
+from trainer.notify import NoNotifier
+from trainer.replay import replay
+
+DAY2 = 1793577600.0  # 2026-11-02
+
+
+def make_trainer(samples: str, checkpoints: Path, **trainer: object) -> Trainer:
+    settings = Settings(
+        samples_root=samples,
+        checkpoint_root=str(checkpoints),
+        trainer={"seed": 3, **trainer},  # type: ignore[arg-type]
+    )
+    return Trainer(settings, notifier=NoNotifier(), say=lambda line: None)
+
+
+def busy_window(samples: str) -> float:
+    """The day-2 window with the most samples (an evening one)."""
+    windows = [w for w in closed_windows(samples) if DAY2 <= w < DAY2 + 86400]
+    sizes = {}
+    for w in windows:
+        folder = Path(samples) / window_folder(w)
+        sizes[w] = sum(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet"))
+    return max(sizes, key=lambda w: sizes[w])
+
+
+def test_incremental_needs_a_base_first(landed_days: str, tmp_path: Path) -> None:
+    trainer = make_trainer(landed_days, tmp_path)
+    with pytest.raises(TrainerError, match="warm-restart"):
+        trainer.incremental(once=True)
+
+
+@pytest.mark.parametrize("policy", ["from_base", "chained"])
+def test_offline_warm_restart_and_incremental_publish_verified_versions(
+    landed_days: str, tmp_path: Path, policy: str
+) -> None:
+    trainer = make_trainer(landed_days, tmp_path, restart_policy=policy)
+    base = trainer.offline("2026-11-01")
+    assert base["kind"] == "offline" and base["samples"] > 1000
+    assert trainer.store.latest() is None  # a base is not served until the warm restart
+    served = trainer.warm_restart()
+    assert served["base_version"] == base["version"]
+    assert trainer.store.verify_latest().version == served["version"]  # type: ignore[union-attr]
+    results = trainer.incremental(once=True) + trainer.incremental(once=True)
+    assert [r.window_start for r in results] == [DAY2, DAY2 + 900]
+    latest = trainer.store.verify_latest()
+    published = [r.version for r in results if r.version]
+    assert published and latest is not None and latest.version == published[-1]
+    manifest = trainer.store.manifest(latest.version)
+    assert manifest["kind"] == "incremental"
+    assert manifest["base_version"] == served["version"]
+    assert manifest["window"] == {"start": DAY2 + 900, "end": DAY2 + 1800}
+    assert set(manifest["metrics"]) >= {"auc_ctr", "auc_ctcvr", "logloss_ctr", "logloss_ctcvr"}
+    assert len(trainer.notifier.sent) == 1 + len(published)  # type: ignore[attr-defined]
+
+
+def test_the_gate_refuses_a_window_whose_labels_were_flipped(
+    landed_days: str, tmp_path: Path
+) -> None:
+    samples = tmp_path / "samples"
+    shutil.copytree(landed_days, samples)
+    target = busy_window(str(samples))
+    for path in (samples / window_folder(target)).glob("*.parquet"):
+        table = pq.read_table(path)
+        flipped = pc.subtract(pa.scalar(1, pa.int8()), table["click"])
+        table = table.set_column(table.schema.get_field_index("click"), "click", flipped)
+        pq.write_table(table, path)
+    trainer = make_trainer(str(samples), tmp_path / "checkpoints")
+    trainer.offline("2026-11-01")
+    trainer.warm_restart()
+    before = target - 900
+    assert trainer.incremental_window(before).version is not None
+    latest = trainer.store.latest()
+    result = trainer.incremental_window(target)
+    assert result.version is None
+    assert "label" in result.decision.reason or "serving" in result.decision.reason
+    assert trainer.store.latest() == latest  # nothing written to LATEST
+    assert trainer.state()["last_gate"]["accepted"] is False
+    assert target in trainer.state()["refused"]
+    # The next (good) window is published, trained without the refused one.
+    assert trainer.incremental_window(target + 900).version is not None
+
+
+def test_warm_restart_admits_the_serving_models_ids_and_evicts_stale_ones(
+    landed_days: str, tmp_path: Path
+) -> None:
+    trainer = make_trainer(landed_days, tmp_path)
+    trainer.offline("2026-11-01")
+    trainer.warm_restart()
+    for _ in range(8):
+        trainer.incremental(once=True)
+    serving, _ = trainer.load(trainer.store.latest().version)  # type: ignore[union-attr]
+    restarted = trainer.warm_restart()
+    learner, _ = trainer.load(restarted["version"])
+    for name, entries in serving.vocab.vocabs.items():
+        assert set(entries.rows) <= set(learner.vocab.vocabs[name].rows)
+
+
+def test_replay_scores_every_window_for_every_cadence(landed_days: str) -> None:
+    settings = Settings(trainer={"seed": 3})  # type: ignore[arg-type]
+    lines: list[str] = []
+    result, summary = replay(settings, landed_days, ["15min", "daily"], 1.0, say=lines.append)
+    assert len(result.windows) == len(lines) >= 150
+    assert set(summary) == {"15min", "daily"}
+    for entry in summary.values():
+        assert 0.55 < entry["ctr"] < 1.0
+        assert entry["windows"] > 50
+    first = result.windows[0]
+    assert first["daily"]["ctr"] == pytest.approx(first["15min"]["ctr"])  # same untrained model
