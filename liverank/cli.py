@@ -280,6 +280,14 @@ def demo(
     typer.echo(f"report: {markdown}")
 
 
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the scorer: follow LATEST, rank candidates at POST /v1/rank (see DESIGN §8)."""
+    from scorer.run import serve as run_scorer
+
+    run_scorer(_settings(ctx))
+
+
 def main() -> None:
     try:
         app()

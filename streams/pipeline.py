@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
-from features.catalog import defaults
+from features.request import candidate_features, with_context
 from features.state import AnchorState, UserAnchorState, UserState
 from snapshots.layout import WINDOW_SECONDS, window_closed, window_start
 from streams.events import (
@@ -416,19 +416,14 @@ class UserSide:
         if served is not None:
             features = dict(served)
         else:
-            features = dict(
-                defaults("user", "anchor", "user_anchor", "profile_user", "profile_anchor")
+            features = candidate_features(
+                user.features(event.ts),
+                lookups.anchors.get(event.anchor_id, {}),
+                self._pair(partition, event.user_id, event.anchor_id).features(event.ts),
+                lookups.user_profiles.get(event.user_id, {}),
+                lookups.anchor_profiles.get(event.anchor_id, {}),
             )
-            features.update(user.features(event.ts))
-            features.update(lookups.anchors.get(event.anchor_id, {}))
-            features.update(
-                self._pair(partition, event.user_id, event.anchor_id).features(event.ts)
-            )
-            features.update(lookups.user_profiles.get(event.user_id, {}))
-            features.update(lookups.anchor_profiles.get(event.anchor_id, {}))
-        features["c_scene"] = event.scene
-        features["c_position"] = float(event.position)
-        return features
+        return with_context(features, event.scene, event.position)
 
     def _emit(self, batch: UserBatch, partition: int, samples: list[Sample], ts: float) -> None:
         if not samples:

@@ -1,0 +1,56 @@
+"""``liverank serve``: the scorer wired to the real stores named in the settings."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from features.hbase import HBaseTables
+from features.profiles import CachedProfiles, HBaseProfileStore
+from features.store import RedisFeatureStore
+from liverank.settings import Settings
+from scorer.fetch import FeatureFetcher
+from scorer.models import ModelHolder
+from scorer.service import create_app
+from scorer.snapshots import SnapshotWriter
+from snapshots.store import HBaseSnapshotStore
+
+
+def _hbase(settings: Settings) -> HBaseTables:
+    hbase = settings.hbase
+    return HBaseTables(hbase.thrift_host, hbase.thrift_port, hbase.table_prefix, hbase.timeout_ms)
+
+
+def build_app(settings: Settings) -> FastAPI:
+    redis = settings.redis
+    store = RedisFeatureStore.from_url(
+        redis.url,
+        namespace=settings.kafka.topic_prefix,
+        ttl_seconds=redis.feature_ttl_seconds,
+        timeout=redis.socket_timeout_seconds,
+        password=redis.password.get_secret_value() if redis.password else None,
+    )
+    profiles = CachedProfiles(
+        HBaseProfileStore(_hbase(settings)), settings.hbase.profile_cache_seconds
+    )
+    fetcher = FeatureFetcher(store, profiles, timeout_seconds=redis.socket_timeout_seconds)
+    writer = SnapshotWriter(
+        HBaseSnapshotStore(_hbase(settings), settings.hbase.snapshot_ttl_seconds),
+        settings.scorer.snapshot_queue_size,
+    )
+    return create_app(settings, ModelHolder(settings), fetcher, writer)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    uvicorn.run(
+        build_app(settings),
+        host=settings.scorer.host,
+        port=settings.scorer.port,
+        log_level="warning",
+        access_log=False,
+    )
