@@ -136,9 +136,9 @@ def test_a_store_down_gives_degraded_answers_not_errors(world: dict[str, Any]) -
     assert response.status_code == 200 and response.json()["degraded"] is True
     world["features"].down = False
     assert rank(world["client"]).json()["degraded"] is False
-    assert 'liverank_scorer_degraded_total{store="redis"} 1.0' in world["client"].get(
-        "/metrics"
-    ).text
+    assert (
+        'liverank_scorer_degraded_total{store="redis"} 1.0' in world["client"].get("/metrics").text
+    )
 
 
 def test_a_new_version_is_picked_up_and_a_corrupt_one_refused(
@@ -166,7 +166,8 @@ def test_admin_endpoints_need_the_token_and_rollback_works(world: dict[str, Any]
     assert client.post("/v1/admin/reload").status_code == 401
     headers = {"Authorization": f"Bearer {TOKEN}"}
     assert client.post("/v1/admin/reload", headers=headers).json()["version"] == second
-    assert client.post("/v1/admin/rollback", headers={"Authorization": "Bearer no"}).status_code == 401
+    wrong = {"Authorization": "Bearer no"}
+    assert client.post("/v1/admin/rollback", headers=wrong).status_code == 401
     answer = client.post("/v1/admin/rollback", headers=headers)
     assert answer.status_code == 200 and answer.json()["version"] == world["first"]
     time.sleep(0.5)  # the puller does not follow LATEST back to the version rolled back from
