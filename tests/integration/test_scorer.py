@@ -1,0 +1,182 @@
+"""The scorer against the real Redis, HBase and Kafka: pick-up, ranking, snapshots that the
+joiner then trains on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from features.hbase import HBaseTables
+from features.store import FeatureWrite, RedisFeatureStore
+from liverank.settings import Settings
+from snapshots.layout import window_start
+from snapshots.samples import read_window
+from snapshots.store import HBaseSnapshotStore
+from streams.control import advance
+from tests.integration.harness import (
+    Published,
+    publish,
+    scoped,
+    start_worker,
+    stop,
+    wait_for,
+    worker_env,
+)
+from tests.unit.test_learner import synthetic
+from trainer.checkpoints import CheckpointStore, version_name
+from trainer.encode import rows_table
+from trainer.learner import Learner
+from trainer.serialize import learner_files
+
+pytestmark = pytest.mark.integration
+TOKEN = "integration-token"
+POLL = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def publish_version(settings: Settings, learner: Learner, index: int) -> str:
+    store = CheckpointStore(settings.checkpoint_root)
+    version = version_name(1793491200.0 + 900 * index, "incremental", store.next_sequence())
+    fields = {
+        "kind": "incremental",
+        "window": {"start": 0.0, "end": 1793491200.0 + 900 * index},
+        "model_config": learner.config.to_json(),
+        "metrics": {},
+    }
+    store.write_version(version, learner_files(learner), fields)
+    store.point_latest(version)
+    return version
+
+
+def start_scorer(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    env = worker_env(settings)
+    env.update(
+        LIVERANK_CHECKPOINT_ROOT=settings.checkpoint_root,
+        LIVERANK_SCORER__PORT=str(port),
+        LIVERANK_SCORER__ADMIN_TOKEN=TOKEN,
+        LIVERANK_SCORER__POLL_INTERVAL_SECONDS=str(POLL),
+    )
+    log = (Path(settings.home) / "scorer.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "liverank.cli", "serve"], env=env, stdout=log, stderr=log
+    )
+
+
+@pytest.fixture
+def scorer_world(tmp_path: Path) -> Any:
+    base = Settings(checkpoint_root=str(tmp_path / "checkpoints"), trainer={"seed": 3})  # type: ignore[arg-type]
+    settings = scoped(base, f"scorer{os.getpid()}{int(time.time())}", tmp_path)
+    port = free_port()
+    process = start_scorer(settings, port)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+    def up() -> bool:
+        try:
+            return client.get("/healthz").status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 60, "the scorer to listen", poll=0.2)
+        yield settings, client
+    finally:
+        client.close()
+        stop(process)
+
+
+def test_pickup_rank_snapshot_and_the_joiner_trains_on_it(scorer_world: Any) -> None:
+    settings, client = scorer_world
+    assert client.get("/healthz").status_code == 503  # nothing published yet
+    learner = Learner(settings)
+    learner.fit(synthetic(4000, 1), "incremental")
+    published_at = time.monotonic()
+    version = publish_version(settings, learner, 1)
+    wait_for(
+        lambda: client.get("/healthz").json()["model_version"] == version,
+        POLL + 10,
+        "the scorer to load the version",
+        poll=0.1,
+    )
+    picked_up = time.monotonic() - published_at
+    assert picked_up <= POLL + 5
+
+    async def features() -> None:
+        store = RedisFeatureStore.from_url(settings.redis.url, settings.kafka.topic_prefix, 3600)
+        await store.write(
+            FeatureWrite(
+                users={"u1": {"u_ctr_decayed": 0.3}},
+                anchors={"a1": {"a_viewers": 42.0, "a_live": 1.0, "a_status": "singing"}},
+            )
+        )
+        await store.close()
+
+    asyncio.run(features())
+    request = {"request_id": "req-int-1", "user_id": "u1", "candidates": ["a1", "a2", "a3"]}
+    answer = client.post("/v1/rank", json=request)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_version"] == version and body["degraded"] is False
+
+    hbase = HBaseTables(
+        settings.hbase.thrift_host, settings.hbase.thrift_port, settings.hbase.table_prefix
+    )
+    snapshots = HBaseSnapshotStore(hbase, 3600)
+    wait_for(lambda: "req-int-1" in snapshots.get(["req-int-1"]), 20, "the snapshot", poll=0.2)
+    snapshot = snapshots.get(["req-int-1"])["req-int-1"]
+    assert set(snapshot) == {"a1", "a2", "a3"}
+    assert snapshot["a1"]["a_viewers"] == 42.0 and snapshot["a1"]["a_status"] == "singing"
+    assert snapshot["a2"]["u_ctr_decayed"] == 0.3
+    # The snapshot is exactly what the model scored: scoring it again gives the answer's scores.
+    names = list(learner.config.single_fields + learner.config.sequence_fields)
+    rows = [snapshot[a] for a in request["candidates"]]
+    _, _, p_ctcvr = learner.predict(rows_table(rows, names))
+    answered = {item["anchor_id"]: item["p_ctcvr"] for item in body["items"]}
+    for anchor_id, value in zip(request["candidates"], p_ctcvr, strict=True):
+        assert answered[anchor_id] == pytest.approx(float(value), rel=1e-5)
+
+    # The joiner puts that snapshot into the request's samples.
+    worker = start_worker(settings, "worker-scorer")
+    try:
+        ts = 1793520000.0
+        impression = {
+            "event_id": "imp-int-1",
+            "ts": ts,
+            "request_id": "req-int-1",
+            "user_id": "u1",
+            "anchor_id": "a1",
+            "scene": "home",
+            "position": 2,
+        }
+        message: Published = ("impressions", "u1", json.dumps(impression).encode())
+        publish(settings, [message])
+
+        def landed() -> bool:
+            advance(settings, ts + 3 * 3600)
+            table = read_window(settings.samples_root, window_start(ts))
+            return table.num_rows > 0
+
+        wait_for(landed, 90, "the sample to land", poll=3)
+        sample = read_window(settings.samples_root, window_start(ts)).to_pylist()[0]
+        assert sample["request_id"] == "req-int-1"
+        assert sample["a_viewers"] == 42.0 and sample["a_status"] == "singing"
+        assert sample["c_position"] == 2.0  # the slot shown, not the scorer's 0
+        for name, value in snapshot["a1"].items():
+            if name != "c_position":
+                assert sample[name] == value, name
+    finally:
+        stop(worker)
