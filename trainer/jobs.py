@@ -110,7 +110,7 @@ class Trainer:
             return {}
         return dict(json.loads(self.store.root.read_bytes(path)))
 
-    def _save_state(self, **changes: Any) -> dict[str, Any]:
+    def save_state(self, **changes: Any) -> dict[str, Any]:
         state = {**self.state(), **changes}
         data = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
         self.store.root.write_atomic(self.store.root.join(STATE), data)
@@ -225,7 +225,7 @@ class Trainer:
             "reason": decision.reason,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        self._save_state(last_gate=entry)
+        self.save_state(last_gate=entry)
         if not decision.accepted:
             self.metrics.refusals.inc()
             log.warning("gate refused window %s: %s", entry["window"], decision.reason)
@@ -325,7 +325,7 @@ class Trainer:
             decision=decision,
         )
         self._point(manifest, "warm-restart")
-        self._save_state(
+        self.save_state(
             base_version=manifest["version"], last_window=end - WINDOW_SECONDS, refused=[]
         )
         self.say(
@@ -391,7 +391,7 @@ class Trainer:
         else:
             refused.add(start)
         self.metrics.rate.set(stats.rate)
-        self._save_state(last_window=start, refused=sorted(refused))
+        self.save_state(last_window=start, refused=sorted(refused))
         seconds = time.perf_counter() - began
         outcome = f"→ {version}" if version else f"refused: {decision.reason}"
         self.say(

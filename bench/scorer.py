@@ -1,0 +1,189 @@
+"""Scorer latency under a fixed request rate, against a running ``liverank serve``.
+
+Publishes a trained checkpoint to a scratch checkpoint root, writes real-time features for
+every user and anchor to the local Redis, starts ``liverank serve`` on a free port, then sends
+``--rate`` requests per second (open loop: a request leaves on schedule whether or not the
+previous ones came back) of ``--candidates`` anchors each for ``--seconds``, and measures each
+answer's latency at the client. In the same run it times the bare model forward pass for one
+request's candidates. Needs the local services (``liverank services up``).
+
+    .venv/bin/python bench/scorer.py [--rate 200] [--candidates 200] [--seconds 20]
+
+Last line: ``scorer: p50_ms=<x> p99_ms=<y> forward_ms=<z> rps=<r> errors=<n>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import numpy as np
+
+from features.store import FeatureWrite, RedisFeatureStore
+from liverank.settings import Settings
+from tests.unit.test_learner import synthetic
+from trainer.checkpoints import CheckpointStore, version_name
+from trainer.encode import rows_table
+from trainer.learner import Learner
+from trainer.serialize import learner_files
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def fill_redis(settings: Settings, users: int, anchors: int) -> None:
+    store = RedisFeatureStore.from_url(settings.redis.url, settings.kafka.topic_prefix, 3600)
+    rng = np.random.default_rng(1)
+    await store.write(
+        FeatureWrite(
+            users={f"u{i}": {"u_ctr_decayed": float(rng.random())} for i in range(users)},
+            anchors={
+                f"a{i}": {"a_viewers": float(rng.integers(0, 5000)), "a_live": 1.0}
+                for i in range(anchors)
+            },
+            user_anchor={
+                (f"u{i}", f"a{j}"): {"ua_clicks_7d": 1.0}
+                for i in range(users)
+                for j in rng.integers(0, anchors, 20)
+            },
+        )
+    )
+    await store.close()
+
+
+async def load(
+    port: int, rate: float, seconds: float, candidates: int, anchors: int
+) -> tuple[list[float], int, float]:
+    rng = np.random.default_rng(2)
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits
+    ) as client:
+
+        async def one(number: int) -> None:
+            nonlocal errors
+            picked = rng.choice(anchors, candidates, replace=False)
+            body = {
+                "request_id": f"bench-{number}",
+                "user_id": f"u{number % 500}",
+                "candidates": [f"a{i}" for i in picked],
+            }
+            began = time.perf_counter()
+            try:
+                response = await client.post("/v1/rank", json=body)
+                if response.status_code != 200:
+                    errors += 1
+                    return
+            except httpx.HTTPError:
+                errors += 1
+                return
+            latencies.append((time.perf_counter() - began) * 1000)
+
+        for warm in range(20):
+            await one(-warm - 1)
+        latencies.clear()
+        tasks = []
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        for number in range(total):
+            delay = start + number / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(number)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return latencies, errors, total / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--candidates", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--anchors", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        settings = Settings(
+            checkpoint_root=scratch,
+            kafka={"topic_prefix": f"benchscorer{os.getpid()}"},  # type: ignore[arg-type]
+        )
+        learner = Learner(settings)
+        learner.fit(synthetic(20000, 1), "incremental")
+        store = CheckpointStore(scratch)
+        version = version_name(1793491200.0, "incremental", 1)
+        fields = {
+            "kind": "incremental",
+            "window": {"start": 0.0, "end": 1793491200.0},
+            "model_config": learner.config.to_json(),
+            "metrics": {},
+        }
+        store.write_version(version, learner_files(learner), fields)
+        store.point_latest(version)
+        asyncio.run(fill_redis(settings, 500, args.anchors))
+
+        rows = [{"anchor_id": f"a{i}", "user_id": "u1"} for i in range(args.candidates)]
+        names = list(learner.config.single_fields + learner.config.sequence_fields)
+        batch = learner.encoder.encode(rows_table(rows, names))
+        forward = []
+        for _ in range(200):
+            began = time.perf_counter()
+            learner.predict_batch(batch)
+            forward.append((time.perf_counter() - began) * 1000)
+
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            LIVERANK_CHECKPOINT_ROOT=scratch,
+            LIVERANK_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+            LIVERANK_SCORER__PORT=str(port),
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "liverank.cli", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            else:
+                sys.exit("the scorer did not come up")
+            latencies, errors, rps = asyncio.run(
+                load(port, args.rate, args.seconds, args.candidates, args.anchors)
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) if ordered else float("nan")
+    p99 = ordered[int(0.99 * (len(ordered) - 1))] if ordered else float("nan")
+    print(
+        f"scorer: p50_ms={p50:.2f} p99_ms={p99:.2f} forward_ms={statistics.median(forward):.2f} "
+        f"rps={rps:.1f} errors={errors}"
+    )
+
+
+if __name__ == "__main__":
+    main()
