@@ -33,10 +33,10 @@ import numpy as np
 from features.store import FeatureWrite, RedisFeatureStore
 from liverank.settings import Settings
 from tests.unit.test_learner import synthetic
-from trainer.checkpoints import CheckpointStore, version_name
+from tests.unit.test_scorer import publish
+from trainer.checkpoints import CheckpointStore
 from trainer.encode import rows_table
 from trainer.learner import Learner
-from trainer.serialize import learner_files
 
 
 def free_port() -> int:
@@ -125,16 +125,7 @@ def main() -> None:
         )
         learner = Learner(settings)
         learner.fit(synthetic(20000, 1), "incremental")
-        store = CheckpointStore(scratch)
-        version = version_name(1793491200.0, "incremental", 1)
-        fields = {
-            "kind": "incremental",
-            "window": {"start": 0.0, "end": 1793491200.0},
-            "model_config": learner.config.to_json(),
-            "metrics": {},
-        }
-        store.write_version(version, learner_files(learner), fields)
-        store.point_latest(version)
+        publish(CheckpointStore(scratch), learner, 0)
         asyncio.run(fill_redis(settings, 500, args.anchors))
 
         rows = [{"anchor_id": f"a{i}", "user_id": "u1"} for i in range(args.candidates)]

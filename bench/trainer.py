@@ -69,7 +69,7 @@ def run_liverank(settings: Settings, train: pa.Table, test: pa.Table) -> tuple[f
 
 
 def peer_inputs(
-    specs: list[FieldSpec], train: pa.Table, test: pa.Table, max_length: int
+    specs: list[FieldSpec], train: pa.Table, test: pa.Table, max_length: int, dim: int
 ) -> tuple[list, dict, dict]:
     from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
 
@@ -78,7 +78,6 @@ def peer_inputs(
     x_test: dict[str, np.ndarray] = {}
     both = pa.concat_tables([train, test], promote_options="default")
     n = train.num_rows
-    dim = settings_dim
     for spec in specs:
         if spec.kind == "numeric":
             values = _numbers(both, spec)
@@ -107,9 +106,6 @@ def peer_inputs(
     return columns, x_train, x_test
 
 
-settings_dim = 16
-
-
 def run_peer(
     settings: Settings, learner: Learner, train: pa.Table, test: pa.Table
 ) -> tuple[float, float]:
@@ -117,7 +113,7 @@ def run_peer(
     from deepctr_torch.models import DeepFM
 
     columns, x_train, x_test = peer_inputs(
-        learner.specs, train, test, settings.trainer.interest_length
+        learner.specs, train, test, settings.trainer.interest_length, learner.config.dim
     )
     torch.manual_seed(settings.trainer.seed)
     model = DeepFM(
@@ -145,8 +141,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     settings = Settings()
-    global settings_dim
-    settings_dim = settings.trainer.embedding_dim
     with tempfile.TemporaryDirectory() as scratch:
         root = args.samples
         if root is None:

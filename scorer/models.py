@@ -97,11 +97,9 @@ class ModelHolder:
                 target = self.previous
             else:
                 target = self.load(version)
-            if self.current is not None:
-                self.avoid = self.current.version
-            latest = self.store.latest()
-            if latest is not None:
-                self.avoid = latest.version
+            latest = self.store.latest()  # stay off it until LATEST names another version
+            current = self.current.version if self.current else None
+            self.avoid = latest.version if latest else current
             self.swap(target)
             return target
 

@@ -69,37 +69,30 @@ def _metrics(
 _LABEL = {"auc_ctr": 0, "auc_ctcvr": 1, "logloss_ctr": 0, "logloss_ctcvr": 1}
 
 
-def paired_se(
+def bootstrap_se(
     labels: np.ndarray,
     mine: np.ndarray,
-    theirs: np.ndarray,
-    metric: str,
+    theirs: np.ndarray | None = None,
+    metric: str = "auc",
     rounds: int = 200,
     seed: int = 0,
 ) -> float:
-    """Bootstrap standard error of metric(mine) − metric(theirs) on resampled rows."""
+    """Bootstrap standard error of metric(mine), or with ``theirs`` of the paired difference
+    metric(mine) − metric(theirs) on the same resampled rows."""
     function = auc if metric.startswith("auc") else logloss
     rng = np.random.default_rng(seed)
     n = len(labels)
     size = min(n, MAX_BOOTSTRAP_SAMPLES)
-    differences = []
+    values = []
     for _ in range(rounds):
         index = rng.integers(0, n, size)
-        ours = function(labels[index], mine[index])
-        differences.append(ours - function(labels[index], theirs[index]))
-    values = np.asarray(differences)
-    values = values[np.isfinite(values)]
-    return float(values.std()) if len(values) > 1 else math.inf
-
-
-def bootstrap_se(labels: np.ndarray, scores: np.ndarray, rounds: int = 200, seed: int = 0) -> float:
-    """Bootstrap standard error of the AUC of ``scores``."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    size = min(n, MAX_BOOTSTRAP_SAMPLES)
-    values = np.asarray([auc(labels[i], scores[i]) for i in rng.integers(0, n, (rounds, size))])
-    values = values[np.isfinite(values)]
-    return float(values.std()) if len(values) > 1 else math.inf
+        value = function(labels[index], mine[index])
+        if theirs is not None:
+            value -= function(labels[index], theirs[index])
+        values.append(value)
+    finite = np.asarray(values)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.std()) if len(finite) > 1 else math.inf
 
 
 def label_check(
@@ -116,8 +109,8 @@ def label_check(
         if not (math.isfinite(mine) and math.isfinite(theirs)) or mine >= theirs - auc_margin:
             continue
         se = math.hypot(
-            bootstrap_se(new_labels, newest.candidate[which], rounds, seed),
-            bootstrap_se(old_labels, recent.serving[which], rounds, seed),
+            bootstrap_se(new_labels, newest.candidate[which], rounds=rounds, seed=seed),
+            bootstrap_se(old_labels, recent.serving[which], rounds=rounds, seed=seed),
         )
         if mine < theirs - auc_margin - 3 * se:
             return (
@@ -173,7 +166,7 @@ def gate(
             if worse <= margin:
                 continue
             which = _LABEL[metric]
-            se = paired_se(
+            se = bootstrap_se(
                 labels[name][which],
                 scored.candidate[which],
                 scored.serving[which],

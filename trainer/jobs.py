@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from liverank.errors import LiverankError
@@ -36,7 +34,7 @@ from snapshots.storage import Root
 from trainer.checkpoints import CheckpointStore, Kind, version_name
 from trainer.data import DAY, WindowReader, closed_windows, day_start, split
 from trainer.gate import GateDecision, Scored, gate
-from trainer.learner import FitStats, Learner
+from trainer.learner import FitStats, Learner, label_column
 from trainer.notify import NoNotifier, Notifier
 from trainer.serialize import learner_files, load_learner
 
@@ -116,22 +114,24 @@ class Trainer:
         self.store.root.write_atomic(self.store.root.join(STATE), data)
         return state
 
-    def load(self, version: str) -> tuple[Learner, dict[str, Any]]:
-        """A private copy of a version's learner (versions read once are kept)."""
+    def load(self, version: str, copy: bool = True) -> tuple[Learner, dict[str, Any]]:
+        """A version's learner (versions read once are kept); ``copy=False`` for read-only use
+        (scoring), a private copy otherwise (training changes it)."""
         if version not in self._loaded:
             if len(self._loaded) >= 3:
                 self._loaded.pop(next(iter(self._loaded)))
             self._loaded[version] = load_learner(self.store, version, self.settings)
         learner, manifest = self._loaded[version]
-        return learner.clone(), manifest
+        return (learner.clone() if copy else learner), manifest
 
     # -- sets --------------------------------------------------------------------------------
 
-    def _held_out(self, starts: list[float]) -> pa.Table:
-        return split(self.reader.windows(starts), self.settings.trainer.holdout_percent)[1]
+    def _split(self, starts: list[float]) -> tuple[pa.Table, pa.Table]:
+        """(training part, held-out part) of the windows at ``starts``."""
+        return split(self.reader.windows(starts), self.settings.trainer.holdout_percent)
 
-    def _train_part(self, starts: list[float]) -> pa.Table:
-        return split(self.reader.windows(starts), self.settings.trainer.holdout_percent)[0]
+    def _held_out(self, starts: list[float]) -> pa.Table:
+        return self._split(starts)[1]
 
     def gate_sets(self, newest: float, closed: list[float]) -> dict[str, pa.Table]:
         """The held-out slices the gate compares on: the newest window, and the windows
@@ -148,7 +148,7 @@ class Trainer:
         current = None
         latest = self.store.latest()
         if gated and latest is not None:
-            current, _ = self.load(latest.version)
+            current, _ = self.load(latest.version, copy=False)
         scored = {}
         for name, table in sets.items():
             if table.num_rows == 0:
@@ -159,7 +159,10 @@ class Trainer:
                 s_ctr, _, s_ctcvr = current.predict(table)
                 theirs = (s_ctr, s_ctcvr)
             scored[name] = Scored(
-                _labels(table, "click"), _labels(table, "conversion"), (p_ctr, p_ctcvr), theirs
+                label_column(table, "click"),
+                label_column(table, "conversion"),
+                (p_ctr, p_ctcvr),
+                theirs,
             )
         trainer = self.settings.trainer
         decision = gate(
@@ -254,10 +257,9 @@ class Trainer:
             self.say(f"continuing from offline version {previous}")
         else:
             learner = Learner(self.settings)
-        train = self._train_part(windows)
+        train, held = self._split(windows)
         stats = learner.fit(train, "full", progress=progress)
         self.metrics.rate.set(stats.rate)
-        held = self._held_out(windows)
         metrics = learner.evaluate(held) if held.num_rows else {}
         decision = GateDecision(True, "offline versions are gated when a warm restart serves them")
         manifest = self._write(
@@ -299,7 +301,7 @@ class Trainer:
         latest = self.store.latest()
         admitted = 0
         if latest is not None and latest.version != base:
-            serving, _ = self.load(latest.version)
+            serving, _ = self.load(latest.version, copy=False)
             admitted = _admit_from(learner, serving)
         end = float(base_manifest["window"]["end"])
         ttl = self.settings.admission.vocab_ttl_days * DAY
@@ -364,7 +366,7 @@ class Trainer:
             latest = self.store.latest()
             learner, _ = self.load(latest.version if latest else base)
             windows = [start]
-        train = self._train_part(windows)
+        train = self._split(windows)[0]
         stats: FitStats = learner.fit(train, "incremental")
         sets = self.gate_sets(start, closed)
         decision, metrics = self._judge(learner, sets, gated=True)
@@ -435,11 +437,6 @@ def _admit_from(learner: Learner, serving: Learner) -> int:
         learner.sparse.z[mine] = serving.sparse.z[theirs]
         learner.sparse.n[mine] = serving.sparse.n[theirs]
     return len(added)
-
-
-def _labels(table: pa.Table, name: str) -> np.ndarray:
-    values = pc.fill_null(table[name].combine_chunks(), 0).to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64)
 
 
 def _parse_day(day: str) -> float:

@@ -153,8 +153,8 @@ class Learner:
     def evaluate(self, table: pa.Table) -> dict[str, float]:
         """AUC and logloss of pCTR and pCTCVR on ``table`` (its labels)."""
         p_ctr, _, p_ctcvr = self.predict(table)
-        click = _column(table, "click")
-        conversion = _column(table, "conversion")
+        click = label_column(table, "click")
+        conversion = label_column(table, "conversion")
         return quality(click, conversion, p_ctr, p_ctcvr)
 
     def clone(self) -> Learner:
@@ -244,6 +244,7 @@ class Learner:
         self.dense.load_state_dict(saved)
 
 
-def _column(table: pa.Table, name: str) -> np.ndarray:
+def label_column(table: pa.Table, name: str) -> np.ndarray:
+    """A label column as float64 (nulls as 0)."""
     values = pc.fill_null(table[name].combine_chunks(), 0).to_numpy(zero_copy_only=False)
     return np.asarray(values, dtype=np.float64)

@@ -33,10 +33,10 @@ from tests.integration.harness import (
     worker_env,
 )
 from tests.unit.test_learner import synthetic
-from trainer.checkpoints import CheckpointStore, version_name
+from tests.unit.test_scorer import publish as publish_learner
+from trainer.checkpoints import CheckpointStore
 from trainer.encode import rows_table
 from trainer.learner import Learner
-from trainer.serialize import learner_files
 
 pytestmark = pytest.mark.integration
 TOKEN = "integration-token"
@@ -50,17 +50,7 @@ def free_port() -> int:
 
 
 def publish_version(settings: Settings, learner: Learner, index: int) -> str:
-    store = CheckpointStore(settings.checkpoint_root)
-    version = version_name(1793491200.0 + 900 * index, "incremental", store.next_sequence())
-    fields = {
-        "kind": "incremental",
-        "window": {"start": 0.0, "end": 1793491200.0 + 900 * index},
-        "model_config": learner.config.to_json(),
-        "metrics": {},
-    }
-    store.write_version(version, learner_files(learner), fields)
-    store.point_latest(version)
-    return version
+    return publish_learner(CheckpointStore(settings.checkpoint_root), learner, index)
 
 
 def start_scorer(settings: Settings, port: int) -> subprocess.Popen[bytes]:
