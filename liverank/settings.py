@@ -125,6 +125,8 @@ class FieldSettings(Section):
 class TrainerSettings(Section):
     window_minutes: int = Field(15, ge=1)
     restart_policy: Literal["from_base", "chained"] = "from_base"
+    # The running incremental trainer warm-restarts by itself from a newer offline base.
+    auto_restart: bool = True
     objective: Literal["esmm", "separate"] = Field(
         "esmm", description="esmm, or a CTR model plus a CVR model trained on clicks only"
     )

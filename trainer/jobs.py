@@ -6,9 +6,10 @@
 - ``warm_restart(base)``: load a base, sync its vocabulary with the serving model's (admit the
   IDs the day admitted, with their rows; evict IDs unseen for ``vocab_ttl_days``), publish it
   through the gate and reset the incremental chain to it.
-- ``incremental``: for every closed 15-minute window after the chain's last one, build a
-  candidate (``from_base``: today's base trained on today's windows so far; ``chained``: the
-  serving model trained on the new window), gate it and publish it.
+- ``incremental``: for the newest closed 15-minute window after the chain's last one, build
+  a candidate (``from_base``: today's base trained on today's windows so far; ``chained``: the
+  serving model trained on the windows since its last), gate it and publish it. A newer
+  offline base is adopted first (``trainer.auto_restart``): the daily restart.
 
 The chain's state (base, last window, windows the gate refused, the last gate decision) is
 ``trainer.json`` next to LATEST, so a restarted trainer carries on where it stopped.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -328,7 +329,10 @@ class Trainer:
         )
         self._point(manifest, "warm-restart")
         self.save_state(
-            base_version=manifest["version"], last_window=end - WINDOW_SECONDS, refused=[]
+            base_version=manifest["version"],
+            offline_base=base,
+            last_window=end - WINDOW_SECONDS,
+            refused=[],
         )
         self.say(
             f"warm restart: {manifest['version']} from {base}; {admitted} IDs admitted from "
@@ -339,6 +343,25 @@ class Trainer:
 
     # -- incremental -------------------------------------------------------------------------
 
+    def adopt_new_base(self) -> dict[str, Any] | None:
+        """Warm-restart from the newest offline version when the chain is not on it yet.
+
+        A base the gate refuses is remembered (``refused_bases``) and not tried again; the
+        chain goes on from its current base and the operator decides (``--force``).
+        """
+        state = self.state()
+        newest = self._newest(job="offline")
+        if newest is None or newest == state.get("offline_base"):
+            return None
+        if newest in state.get("refused_bases", []):
+            return None
+        try:
+            return self.warm_restart(newest)
+        except TrainerError as exc:
+            self.say(f"not adopting {newest}: {exc}")
+            self.save_state(refused_bases=[*state.get("refused_bases", []), newest])
+            return None
+
     def pending_windows(self) -> list[float]:
         state = self.state()
         if "last_window" not in state:
@@ -348,8 +371,15 @@ class Trainer:
             )
         return [w for w in closed_windows(self.settings.samples_root) if w > state["last_window"]]
 
-    def incremental_window(self, start: float) -> WindowResult:
-        """Build, gate and publish the candidate for the closed window at ``start``."""
+    def incremental_window(
+        self, start: float, pending: Sequence[float] | None = None
+    ) -> WindowResult:
+        """Build, gate and publish the candidate for the closed window at ``start``.
+
+        ``pending``: every window since the chain's last one up to ``start`` (a trainer that
+        fell behind catches up in one version instead of publishing stale ones): ``chained``
+        trains on all of them; ``from_base`` trains on all of today's windows anyway.
+        """
         began = time.perf_counter()
         state = self.state()
         base = state["base_version"]
@@ -365,7 +395,7 @@ class Trainer:
         else:
             latest = self.store.latest()
             learner, _ = self.load(latest.version if latest else base)
-            windows = [start]
+            windows = list(pending or [start])
         train = self._split(windows)[0]
         stats: FitStats = learner.fit(train, "incremental")
         sets = self.gate_sets(start, closed)
@@ -396,8 +426,9 @@ class Trainer:
         self.save_state(last_window=start, refused=sorted(refused))
         seconds = time.perf_counter() - began
         outcome = f"→ {version}" if version else f"refused: {decision.reason}"
+        caught_up = f", {len(pending)} windows caught up" if pending and len(pending) > 1 else ""
         self.say(
-            f"window {window_folder(start)}: {train.num_rows:,d} samples ({policy}), "
+            f"window {window_folder(start)}: {train.num_rows:,d} samples ({policy}{caught_up}), "
             f"{seconds:.1f}s {outcome}"
         )
         return WindowResult(start, version, decision, train.num_rows, seconds, latency)
@@ -409,14 +440,22 @@ class Trainer:
     def incremental(
         self, once: bool = False, stop: Callable[[], bool] | None = None
     ) -> list[WindowResult]:
-        """Publish every closed window as it comes (``once``: the next one, then return)."""
+        """Publish closed windows as they come (``once``: the next one, then return).
+
+        Each round first adopts a newer offline base when ``trainer.auto_restart`` is on (the
+        daily restart: the offline job lands a base, the running trainer warm-restarts from
+        it), then publishes one version for the newest closed window, catching up on every
+        window it had not published yet.
+        """
         results: list[WindowResult] = []
         while True:
+            if not once and self.settings.trainer.auto_restart:
+                self.adopt_new_base()
             pending = self.pending_windows()
-            for start in pending:
-                results.append(self.incremental_window(start))
-                if once:
-                    return results
+            if pending and once:
+                return [self.incremental_window(pending[0])]
+            if pending:
+                results.append(self.incremental_window(pending[-1], pending))
             if once:
                 self.say("no closed window after the chain's last one")
                 return results

@@ -69,6 +69,33 @@ def test_offline_warm_restart_and_incremental_publish_verified_versions(
     assert len(trainer.notifier.sent) == 1 + len(published)  # type: ignore[attr-defined]
 
 
+def test_a_trainer_behind_catches_up_in_one_version_then_adopts_the_next_base(
+    landed_days: str, tmp_path: Path
+) -> None:
+    trainer = make_trainer(landed_days, tmp_path, restart_policy="chained")
+    trainer.offline("2026-11-01")
+    served = trainer.warm_restart()
+    day2 = [w for w in closed_windows(landed_days) if w >= DAY2]
+    # One round of the loop: every closed day-2 window in one version, named by the newest.
+    [result] = trainer.incremental(stop=lambda: True)
+    assert result.window_start == day2[-1] and result.version is not None
+    wanted = trainer._split(day2)[0].num_rows
+    assert result.samples == wanted > trainer._split([day2[-1]])[0].num_rows
+    assert trainer.state()["offline_base"] == served["base_version"]
+    assert trainer.incremental(stop=lambda: True) == []  # nothing new: nothing published
+    # The daily offline job lands a base; the running loop warm-restarts from it by itself.
+    base = trainer.offline("2026-11-02")
+    [after] = trainer.incremental(stop=lambda: True)  # the windows after the base's day
+    state = trainer.state()
+    assert state["offline_base"] == base["version"]
+    restarted = trainer.store.manifest(state["base_version"])
+    assert restarted["job"] == "warm-restart" and restarted["base_version"] == base["version"]
+    assert after.window_start == day2[-1] > base["window"]["end"]
+    latest = trainer.store.manifest(trainer.store.latest().version)  # type: ignore[union-attr]
+    assert latest["base_version"] == state["base_version"]
+    assert state["last_window"] == day2[-1]
+
+
 def test_the_gate_refuses_a_window_whose_labels_were_flipped(
     landed_days: str, tmp_path: Path
 ) -> None:
