@@ -156,10 +156,18 @@ def train_replay(
             f"(±{entry['ctcvr_std']:.4f}) pooled={entry['ctcvr_pooled']:.4f}  "
             f"windows={int(entry['windows'])}"
         )
+    segments = result.segments()
+    for segment, by_cadence in segments.items():
+        aucs = "  ".join(
+            f"{c} ctr={v['ctr']:.4f} ctcvr={v['ctcvr']:.4f}" for c, v in by_cadence.items()
+        )
+        count = int(next(iter(by_cadence.values()))["samples"]) if by_cadence else 0
+        typer.echo(f"segment {segment} ({count:,d} samples): {aucs}")
     if out is not None:
         document = {
             "objective": settings.trainer.objective,
             "summary": summary,
+            "segments": segments,
             "windows": public_windows(result),
         }
         out.write_text(json.dumps(document, indent=2, default=_finite) + "\n")

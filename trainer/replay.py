@@ -7,6 +7,9 @@ So all cadences see the same training; only the staleness of what serves differs
 what the cadence comparison is about. The first ``warmup_days`` are trained on and scored but
 left out of the means (a daily model has nothing to serve on day one).
 
+Segments: a sample's user (anchor) is *new* when it appears in no sample of an earlier day;
+``segments`` gives each cadence's pooled AUC on those samples — where staleness hurts most.
+
 >>> CADENCES["2h"], cadence_boundary(7200.0, CADENCES["2h"]), cadence_boundary(8100.0, 7200.0)
 (7200.0, True, False)
 """
@@ -29,6 +32,7 @@ from trainer.learner import Learner
 from trainer.metrics import auc
 
 CADENCES: dict[str, float] = {"15min": WINDOW_SECONDS, "2h": 7200.0, "daily": DAY}
+SEGMENTS = ("new_user", "new_anchor")
 
 
 def cadence_boundary(window_end: float, period: float) -> bool:
@@ -39,14 +43,15 @@ def cadence_boundary(window_end: float, period: float) -> bool:
 class ReplayResult:
     cadences: list[str]
     windows: list[dict[str, Any]] = field(default_factory=list)
+    warmup_until: float = 0.0  # windows before this are trained on, not in the means
     train_seconds: float = 0.0
     samples: int = 0
 
-    def summary(self, warmup_until: float) -> dict[str, dict[str, float]]:
+    def summary(self) -> dict[str, dict[str, float]]:
         """Mean and spread (standard deviation) of each cadence's AUCs after warm-up."""
         out: dict[str, dict[str, float]] = {}
         for cadence in self.cadences:
-            scored = [w for w in self.windows if w["start"] >= warmup_until]
+            scored = [w for w in self.windows if w["start"] >= self.warmup_until]
             entry: dict[str, float] = {"windows": float(len(scored))}
             for metric in ("ctr", "ctcvr"):
                 values = [w[cadence][metric] for w in scored if math.isfinite(w[cadence][metric])]
@@ -55,6 +60,27 @@ class ReplayResult:
                 pooled = _pooled(scored, cadence, metric)
                 entry[f"{metric}_pooled"] = pooled
             out[cadence] = entry
+        return out
+
+    def segments(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Pooled AUC per segment (``new_user``, ``new_anchor``) and cadence, after warm-up."""
+        scored = [w for w in self.windows if w["start"] >= self.warmup_until]
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for segment in SEGMENTS:
+            masks = [w["_segments"][segment] for w in scored]
+            count = int(sum(int(m.sum()) for m in masks))
+            entry: dict[str, dict[str, float]] = {}
+            for cadence in self.cadences:
+                entry[cadence] = {"samples": float(count)}
+                for metric in ("ctr", "ctcvr"):
+                    labels = [w["_labels"][metric][m] for w, m in zip(scored, masks, strict=True)]
+                    scores = [
+                        w["_scores"][cadence][metric][m] for w, m in zip(scored, masks, strict=True)
+                    ]
+                    entry[cadence][metric] = (
+                        auc(np.concatenate(labels), np.concatenate(scores)) if count else math.nan
+                    )
+            out[segment] = entry
         return out
 
 
@@ -82,13 +108,14 @@ def replay(
     reader = WindowReader(samples_root, cache_windows=1)
     learner = Learner(settings)
     serving: dict[str, Learner] = {c: learner.clone() for c in cadences}
-    result = ReplayResult(list(cadences))
     first_day = windows[0] - windows[0] % DAY
-    warmup_until = first_day + warmup_days * DAY
+    result = ReplayResult(list(cadences), warmup_until=first_day + warmup_days * DAY)
+    known = _Known()
     for number, start in enumerate(windows, 1):
         table = reader.window(start)
         if table.num_rows == 0:
             continue
+        known.turn(start)
         click = table["click"].to_numpy().astype(np.float64)
         ctcvr = click * table["conversion"].to_numpy().astype(np.float64)
         row: dict[str, Any] = {
@@ -97,6 +124,10 @@ def replay(
             "samples": table.num_rows,
             "_labels": {"ctr": click, "ctcvr": ctcvr},
             "_scores": {},
+            "_segments": {
+                "new_user": known.new("user", table["user_id"].to_pylist()),
+                "new_anchor": known.new("anchor", table["anchor_id"].to_pylist()),
+            },
         }
         for cadence in cadences:
             model = learner if cadence == "15min" else serving[cadence]
@@ -116,7 +147,29 @@ def replay(
             f"{c} ctr={row[c]['ctr']:.4f} ctcvr={row[c]['ctcvr']:.4f}" for c in cadences
         )
         say(f"[{number}/{len(windows)}] {row['window']} n={table.num_rows:5d}  {aucs}")
-    return result, result.summary(warmup_until)
+    return result, result.summary()
+
+
+class _Known:
+    """The IDs seen on earlier days, and today's."""
+
+    def __init__(self) -> None:
+        self.day: float | None = None
+        self.before: dict[str, set[str]] = {"user": set(), "anchor": set()}
+        self.today: dict[str, set[str]] = {"user": set(), "anchor": set()}
+
+    def turn(self, start: float) -> None:
+        day = start - start % DAY
+        if day != self.day:
+            for kind, ids in self.today.items():
+                self.before[kind] |= ids
+                ids.clear()
+            self.day = day
+
+    def new(self, kind: str, ids: list[str]) -> np.ndarray:
+        self.today[kind].update(ids)
+        before = self.before[kind]
+        return np.array([i not in before for i in ids], dtype=bool)
 
 
 def public_windows(result: ReplayResult) -> list[dict[str, Any]]:

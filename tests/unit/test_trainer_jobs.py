@@ -12,7 +12,7 @@ import pytest
 
 from liverank.settings import Settings
 from snapshots.layout import window_folder
-from trainer.data import closed_windows
+from trainer.data import WindowReader, closed_windows
 from trainer.jobs import Trainer, TrainerError
 from trainer.notify import NoNotifier
 from trainer.replay import replay
@@ -149,3 +149,13 @@ def test_replay_scores_every_window_for_every_cadence(landed_days: str) -> None:
         assert entry["windows"] > 50
     first = result.windows[0]
     assert first["daily"]["ctr"] == pytest.approx(first["15min"]["ctr"])  # same untrained model
+    # New users and anchors: in no sample of an earlier day.
+    reader = WindowReader(landed_days)
+    tables = {w: reader.window(w) for w in closed_windows(landed_days)}
+    users = {w: t["user_id"].to_pylist() for w, t in tables.items()}
+    day1_users = {u for w, ids in users.items() if w < DAY2 for u in ids}
+    expected = sum(u not in day1_users for w, ids in users.items() if w >= DAY2 for u in ids)
+    segments = result.segments()
+    assert set(segments) == {"new_user", "new_anchor"}
+    assert segments["new_user"]["15min"]["samples"] == expected > 0
+    assert 0.0 < segments["new_user"]["15min"]["ctr"] < 1.0
