@@ -58,6 +58,7 @@ def train_offline(
     The base is written and verified but not served yet: `liverank train warm-restart` serves
     it and restarts the incremental chain from it.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     trainer = _trainer(_settings(ctx))
@@ -68,6 +69,7 @@ def train_offline(
         TextColumn("{task.fields[rate]:,.0f} samples/s"),
         TimeRemainingColumn(),
         transient=False,
+        console=Console(stderr=True),  # standard output is the version alone, for scripts
     ) as bar:
         task = bar.add_task(f"offline {day}", total=None, rate=0.0)
         began = datetime.now(UTC)
@@ -148,7 +150,10 @@ def train_replay(
     result, summary = replay(
         settings, samples, cadences, warmup_days, say=lambda line: typer.echo(line)
     )
-    typer.echo(f"trained {result.samples:,d} samples in {result.train_seconds:.1f}s")
+    typer.echo(
+        f"trained {result.samples:,d} samples in {result.train_seconds:.1f}s; model: "
+        f"{result.model_ids:,d} IDs ({result.model_bytes / 2**20:.1f} MiB of rows)"
+    )
     for name, entry in summary.items():
         typer.echo(
             f"cadence {name}: auc_ctr mean={entry['ctr']:.4f} (±{entry['ctr_std']:.4f}) "
@@ -166,6 +171,11 @@ def train_replay(
     if out is not None:
         document = {
             "objective": settings.trainer.objective,
+            "admission": settings.admission.mode,
+            "samples": result.samples,
+            "train_seconds": result.train_seconds,
+            "model_ids": result.model_ids,
+            "model_bytes": result.model_bytes,
             "summary": summary,
             "segments": segments,
             "windows": public_windows(result),

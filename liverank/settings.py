@@ -8,6 +8,7 @@ A key that does not exist (a typo in the TOML file or the environment) fails lou
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -252,6 +253,33 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """Full topic name ``<prefix>.<name>``."""
         return f"{self.kafka.topic_prefix}.{name}"
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``LIVERANK_*`` variables: a child process started with them (and
+        no other settings file) builds equal settings. Lists and tables are JSON."""
+        env: dict[str, str] = {}
+        for name, value in _plain(self.model_dump()).items():
+            fields = value.items() if isinstance(value, dict) else [(None, value)]
+            for field, leaf in fields:
+                if leaf is None:
+                    continue
+                key = f"LIVERANK_{name}" + (f"__{field}" if field else "")
+                text = json.dumps(leaf) if isinstance(leaf, dict | list) else str(leaf)
+                env[key.upper()] = text
+        return env
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready, secrets revealed (for a child process's environment, never for a log)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _toml_file_from_environment() -> Path | None:

@@ -35,39 +35,56 @@ def parse_time(text: str) -> float:
     return value
 
 
-def advance(settings: Settings, to: float) -> dict[int, dict[str, int]]:
-    """Send one tick per partition: once a worker has read every user topic up to the end
-    offsets it names, that partition's watermark moves to ``to``. Returns the end offsets."""
-    from kafka import KafkaConsumer, KafkaProducer
-    from kafka.structs import TopicPartition
+class Advancer:
+    """Sends watermark ticks (see ``advance``), keeping its Kafka clients between calls: a
+    publisher that knows its own event time ticks with it as it goes, so partitions with a
+    quiet source (few actions on a small partition) still move on."""
 
-    options = settings.kafka.client_options()
-    partitions = range(settings.kafka.partitions)
-    consumer = KafkaConsumer(client_id="liverank-advance", **options)
-    try:
-        tps = [TopicPartition(settings.topic(s), p) for s in USER_SOURCES for p in partitions]
-        ends = consumer.end_offsets(tps)
-    finally:
-        consumer.close()
-    producer = KafkaProducer(client_id="liverank-advance", acks="all", **options)
-    sent: dict[int, dict[str, int]] = {}
-    try:
-        for partition in partitions:
-            offsets = {
-                s: int(ends[TopicPartition(settings.topic(s), partition)]) for s in USER_SOURCES
-            }
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.structs import TopicPartition
+
+        self.settings = settings
+        options = settings.kafka.client_options()
+        self.partitions = range(settings.kafka.partitions)
+        self.tps = {
+            (s, p): TopicPartition(settings.topic(s), p)
+            for s in USER_SOURCES
+            for p in self.partitions
+        }
+        self.consumer = KafkaConsumer(client_id="liverank-advance", **options)
+        self.producer = KafkaProducer(client_id="liverank-advance", acks="all", **options)
+
+    def __call__(self, to: float) -> dict[int, dict[str, int]]:
+        """One tick per partition: once a worker has read every user topic up to the end
+        offsets it names, that partition's watermark moves to ``to``. Returns those offsets."""
+        ends = self.consumer.end_offsets(list(self.tps.values()))
+        sent: dict[int, dict[str, int]] = {}
+        for partition in self.partitions:
+            offsets = {s: int(ends[self.tps[s, partition]]) for s in USER_SOURCES}
             tick: dict[str, Any] = {"type": "tick", "ts": to, "end_offsets": offsets}
-            producer.send(
-                settings.topic("control"),
+            self.producer.send(
+                self.settings.topic("control"),
                 key=f"tick-{partition}".encode(),
                 value=json.dumps(tick).encode(),
                 partition=partition,
             )
             sent[partition] = offsets
-        producer.flush()
+        self.producer.flush()
+        return sent
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.close()
+
+
+def advance(settings: Settings, to: float) -> dict[int, dict[str, int]]:
+    """Send one tick per partition (``Advancer``) and close the clients."""
+    advancer = Advancer(settings)
+    try:
+        return advancer(to)
     finally:
-        producer.close()
-    return sent
+        advancer.close()
 
 
 def read_stats(home: Path) -> list[dict[str, Any]]:

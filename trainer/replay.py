@@ -46,6 +46,8 @@ class ReplayResult:
     warmup_until: float = 0.0  # windows before this are trained on, not in the means
     train_seconds: float = 0.0
     samples: int = 0
+    model_ids: int = 0  # admitted IDs at the end, less the rows dynamic L1 zeroed
+    model_bytes: int = 0  # the embedding and wide rows those IDs use
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and spread (standard deviation) of each cadence's AUCs after warm-up."""
@@ -147,6 +149,10 @@ def replay(
             f"{c} ctr={row[c]['ctr']:.4f} ctcvr={row[c]['ctcvr']:.4f}" for c in cadences
         )
         say(f"[{number}/{len(windows)}] {row['window']} n={table.num_rows:5d}  {aucs}")
+    kept = len(learner.vocab) - len(learner.dropped_rows())
+    result.model_ids = kept
+    row_bytes = learner.tables.embedding.shape[1] + learner.tables.wide.shape[1]
+    result.model_bytes = kept * row_bytes * learner.tables.embedding.element_size()
     return result, result.summary()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,17 @@ def test_sasl_options_reach_the_clients() -> None:
     assert options["security_protocol"] == "SASL_SSL"
     assert options["sasl_plain_password"] == "s3cret"
     assert "s3cret" not in repr(settings)
+
+
+def test_as_environment_rebuilds_equal_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(
+        home=Path("/tmp/elsewhere"),
+        kafka={"topic_prefix": "demo7", "sasl_password": "s3cret"},  # type: ignore[arg-type]
+        trainer={"mlp_hidden": [32, 16], "fields": {"u_age_band": {"kind": "id"}}},  # type: ignore[arg-type]
+        scorer={"admin_token": "tok"},  # type: ignore[arg-type]
+    )
+    for key in [k for k in os.environ if k.startswith("LIVERANK_")]:
+        monkeypatch.delenv(key)
+    for key, value in settings.as_environment().items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == settings

@@ -159,3 +159,4 @@ def test_replay_scores_every_window_for_every_cadence(landed_days: str) -> None:
     assert set(segments) == {"new_user", "new_anchor"}
     assert segments["new_user"]["15min"]["samples"] == expected > 0
     assert 0.0 < segments["new_user"]["15min"]["ctr"] < 1.0
+    assert result.model_ids > 100 and result.model_bytes > 0
