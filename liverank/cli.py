@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -264,20 +265,72 @@ def simulate(
 @app.command()
 def demo(
     ctx: typer.Context,
-    days: Annotated[float, typer.Option(help="Event-time days to simulate.")] = 2.0,
-    users: Annotated[int, typer.Option(help="Users on day 0.")] = 2000,
+    days: Annotated[
+        float, typer.Option(help="Event-time days to simulate (≥ 2: a day of warm-up).")
+    ] = 3.0,
+    users: Annotated[int, typer.Option(help="Users on day 0 (more sign up every day).")] = 2000,
     anchors: Annotated[int, typer.Option(help="Anchors on day 0.")] = 500,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
+    speed: Annotated[
+        float, typer.Option(help="Event seconds per wall second while publishing.")
+    ] = 600.0,
+    score_fraction: Annotated[
+        float, typer.Option(help="Share of the simulated requests the scorer serves.")
+    ] = 0.5,
     report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("report"),
+    keep_services: Annotated[
+        bool, typer.Option("--keep-services", help="Leave Kafka, Redis and HBase running.")
+    ] = False,
+    admission: Annotated[
+        bool, typer.Option(help="Compare the admission rules (two more replays).")
+    ] = True,
+    smoke: Annotated[
+        bool,
+        typer.Option("--smoke", help="A small quick run (1.5 days, 150 users): checks the wiring."),
+    ] = False,
 ) -> None:
-    """Run the system end to end on simulated live traffic and write the report."""
-    from liverank.demo import run_demo
+    """Run the whole system on simulated live traffic and write the report (report/).
 
-    markdown = run_demo(
-        _settings(ctx), days=days, users=users, anchors=anchors, seed=seed, report=report
+    Starts the local services, two stream workers, the scorer and the trainer; publishes the
+    simulated days; runs the daily offline job, the warm restart and the 15-minute
+    incremental updates; then compares daily, 2-hour and 15-minute updates on the landed
+    samples. Stops every process it started (the services too, unless --keep-services).
+    """
+    from liverank.demo.run import DemoOptions, run_demo
+
+    options = DemoOptions(
+        days=days,
+        users=users,
+        anchors=anchors,
+        seed=seed,
+        speed=speed,
+        score_fraction=score_fraction,
+        report=report,
+        keep_services=keep_services,
+        admission=admission,
     )
+    if smoke:
+        options = replace(options, days=1.5, users=150, anchors=50, speed=1500.0)
+    if options.days < 1:
+        raise typer.BadParameter("the demo needs at least one whole day (--days ≥ 1)")
+    markdown = run_demo(_settings(ctx), options)
     typer.echo(markdown.read_text())
     typer.echo(f"report: {markdown}")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
+    """Consumer lag and watermark per partition, join rate, the model in LATEST and the one
+    the scorer serves (with their age), and the trainer's last gate decision."""
+    import json
+
+    from liverank.status import collect, render
+
+    facts = collect(_settings(ctx))
+    typer.echo(json.dumps(facts, indent=2, default=str) if as_json else render(facts))
 
 
 @app.command()

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deploy.local.services import LocalServices
 from features.hbase import HBaseTables
 from features.store import FeatureWrite, RedisFeatureStore
 from liverank.settings import Settings
@@ -170,3 +172,111 @@ def test_pickup_rank_snapshot_and_the_joiner_trains_on_it(scorer_world: Any) -> 
                 assert sample[name] == value, name
     finally:
         stop(worker)
+
+
+class Load:
+    """Rank requests from two threads until stopped; every answer's status and version."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.base_url = str(client.base_url)
+        self.answers: list[tuple[int, str | None, bool]] = []  # (status, version, degraded)
+        self.errors: list[str] = []
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(2)]
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _run(self, number: int) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+            sequence = 0
+            while not self.halt.is_set():
+                sequence += 1
+                body = {
+                    "request_id": f"load-{number}-{sequence}",
+                    "user_id": f"u{sequence % 7}",
+                    "candidates": [f"a{(sequence + k) % 40}" for k in range(20)],
+                }
+                try:
+                    answer = client.post("/v1/rank", json=body)
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    continue
+                data = answer.json() if answer.status_code == 200 else {}
+                self.answers.append(
+                    (answer.status_code, data.get("model_version"), bool(data.get("degraded")))
+                )
+
+    def count(self) -> int:
+        return len(self.answers)
+
+
+def test_hot_swap_under_load_fails_no_request(scorer_world: Any) -> None:
+    settings, client = scorer_world
+    learner = Learner(settings)
+    learner.fit(synthetic(3000, 1), "incremental")
+    published = [publish_version(settings, learner, 1)]
+    served = lambda v: client.get("/healthz").json()["model_version"] == v  # noqa: E731
+    wait_for(lambda: served(published[0]), POLL + 10, "the first version", poll=0.1)
+    with Load(client) as load:
+        for index in (2, 3, 4):
+            wait_for(lambda n=20 * index: load.count() > n, 30, "requests under load", poll=0.05)
+            learner.fit(synthetic(1000, index), "incremental")
+            published.append(publish_version(settings, learner, index))
+            wait_for(lambda: served(published[-1]), POLL + 10, "the new version", poll=0.1)
+        before = load.count()
+        wait_for(lambda: load.count() > before + 20, 30, "requests on the last version")
+    assert load.errors == []
+    statuses = {status for status, _, _ in load.answers}
+    assert statuses == {200}, statuses
+    versions = {version for _, version, _ in load.answers}
+    assert versions <= set(published)  # every answer names a version that was in LATEST
+    assert published[-1] in versions and len(versions) >= 3, versions
+
+
+def test_redis_stopped_mid_load_degrades_and_recovers_without_a_restart(
+    scorer_world: Any, services: LocalServices
+) -> None:
+    settings, client = scorer_world
+    learner = Learner(settings)
+    learner.fit(synthetic(3000, 1), "incremental")
+    version = publish_version(settings, learner, 1)
+    wait_for(
+        lambda: client.get("/healthz").json()["model_version"] == version,
+        POLL + 10,
+        "the version",
+        poll=0.1,
+    )
+    with Load(client) as load:
+        wait_for(lambda: load.count() > 20, 30, "requests under load", poll=0.05)
+        services.down(["redis"])
+        try:
+            stopped_at = load.count()
+            wait_for(
+                lambda: any(d for _, _, d in load.answers[stopped_at:]),
+                30,
+                "degraded answers",
+                poll=0.1,
+            )
+        finally:
+            services.up(["redis"])
+        restarted_at = load.count()
+        wait_for(
+            lambda: any(not d for _, _, d in load.answers[restarted_at + 5 :]),
+            60,
+            "normal answers after Redis is back",
+            poll=0.2,
+        )
+    assert load.errors == []
+    assert {status for status, _, _ in load.answers} == {200}  # degraded, never a 5xx
+    assert any(d for _, _, d in load.answers[stopped_at:restarted_at])
+    assert not load.answers[-1][2]
+    metrics = client.get("/metrics").text
+    assert 'liverank_scorer_degraded_total{store="redis"}' in metrics
