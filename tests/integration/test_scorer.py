@@ -65,7 +65,11 @@ def start_scorer(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     )
     log = (Path(settings.home) / "scorer.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "liverank.cli", "serve"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "liverank.cli", "serve"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,  # ``stop`` signals the process group
     )
 
 
@@ -89,6 +93,7 @@ def scorer_world(tmp_path: Path) -> Any:
     finally:
         client.close()
         stop(process)
+        assert process.poll() is not None, "the scorer outlived its test"
 
 
 def test_pickup_rank_snapshot_and_the_joiner_trains_on_it(scorer_world: Any) -> None:
