@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import numpy as np
 
+from deploy.local.processes import free_port
 from features.store import FeatureWrite, RedisFeatureStore
 from liverank.settings import Settings
 from tests.unit.test_learner import synthetic
@@ -37,12 +37,6 @@ from tests.unit.test_scorer import publish
 from trainer.checkpoints import CheckpointStore
 from trainer.encode import rows_table
 from trainer.learner import Learner
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def fill_redis(settings: Settings, users: int, anchors: int) -> None:

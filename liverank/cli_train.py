@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from liverank.cli_common import settings_of
+from liverank.documents import to_json
 from liverank.settings import Settings
 
 train_app = typer.Typer(
@@ -180,11 +180,7 @@ def train_replay(
             "segments": segments,
             "windows": public_windows(result),
         }
-        out.write_text(json.dumps(document, indent=2, default=_finite) + "\n")
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+        out.write_text(to_json(document))
 
 
 @models_app.command("list")

@@ -8,7 +8,6 @@ because one service is down.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -17,12 +16,8 @@ import httpx
 from liverank.settings import Settings
 from streams.control import combine_stats, read_stats
 from streams.pipeline import USER_SOURCES
+from streams.topics import consumer_group
 from trainer.checkpoints import CheckpointStore, parse_version
-
-
-def group_id(settings: Settings) -> str:
-    """The stream workers' consumer group (see ``streams.app``)."""
-    return f"{settings.kafka.topic_prefix}-streams"
 
 
 def consumer_lag(settings: Settings) -> dict[str, Any]:
@@ -40,7 +35,7 @@ def consumer_lag(settings: Settings) -> dict[str, Any]:
     try:
         admin = KafkaAdminClient(client_id="liverank-status", **options)
         try:
-            group = group_id(settings)
+            group = consumer_group(settings)
             committed = admin.list_group_offsets({group: None}).get(group, {})
         finally:
             admin.close()
@@ -68,7 +63,7 @@ def consumer_lag(settings: Settings) -> dict[str, Any]:
         if topic in USER_SOURCES:
             key = str(tp.partition)
             by_partition[key] = by_partition.get(key, 0) + lag
-    return {"group": group_id(settings), "partitions": by_partition, "topics": by_topic}
+    return {"group": consumer_group(settings), "partitions": by_partition, "topics": by_topic}
 
 
 def model_status(settings: Settings, now: float) -> dict[str, Any]:
@@ -77,10 +72,7 @@ def model_status(settings: Settings, now: float) -> dict[str, Any]:
         store = CheckpointStore(settings.checkpoint_root)
         latest = store.latest()
         history = store.history()
-        state_path = store.root.join("trainer.json")
-        state = (
-            json.loads(store.root.read_bytes(state_path)) if store.root.exists(state_path) else {}
-        )
+        state = store.trainer_state()
     except Exception as exc:  # an unreachable remote store is reported, not raised
         return {"error": f"{type(exc).__name__}: {exc}"}
     out: dict[str, Any] = {"latest": None, "last_gate": state.get("last_gate")}

@@ -45,6 +45,7 @@ from streams.pipeline import (
     impressions_in,
     sample_document,
 )
+from streams.topics import consumer_group
 
 log = logging.getLogger("liverank.streams")
 
@@ -361,7 +362,7 @@ def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, 
     datadir = Path(settings.home) / "streams" / "faust"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        f"{settings.kafka.topic_prefix}-streams",
+        consumer_group(settings),
         broker=servers,
         store="memory://",
         web_enabled=False,

@@ -10,6 +10,11 @@ from liverank.settings import Settings
 from streams.events import INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS
 
 
+def consumer_group(settings: Settings) -> str:
+    """The stream workers' faust app id, which is their Kafka consumer group."""
+    return f"{settings.kafka.topic_prefix}-streams"
+
+
 class TopicError(LiverankError):
     """A topic exists with a partition count other than the configured one.
 

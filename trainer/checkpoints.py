@@ -35,6 +35,7 @@ Kind = Literal["offline", "incremental"]
 FILES = ("model.safetensors", "vocab.parquet")
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
+STATE = "trainer.json"  # the incremental chain's state (``trainer.jobs``), next to LATEST
 _KIND_TAG = {"offline": "base", "incremental": "incr"}
 _TAG_KIND: dict[str, Kind] = {"base": "offline", "incr": "incremental"}
 HISTORY_KEEP = 2000
@@ -154,6 +155,13 @@ class CheckpointStore:
             return Latest(str(data["version"]), str(data["manifest_sha256"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"LATEST in {self.uri} is unreadable: {exc}") from exc
+
+    def trainer_state(self) -> dict[str, Any]:
+        """The trainer's chain state (base, last window, last gate decision); {} before any."""
+        path = self.root.join(STATE)
+        if not self.root.exists(path):
+            return {}
+        return dict(json.loads(self.root.read_bytes(path)))
 
     def history(self) -> list[dict[str, Any]]:
         path = self.root.join("history.json")

@@ -32,7 +32,7 @@ from liverank.errors import LiverankError
 from liverank.settings import Settings
 from snapshots.layout import SUCCESS, WINDOW_SECONDS, window_folder
 from snapshots.storage import Root
-from trainer.checkpoints import CheckpointStore, Kind, version_name
+from trainer.checkpoints import STATE, CheckpointStore, Kind, version_name
 from trainer.data import DAY, WindowReader, closed_windows, day_start, split
 from trainer.gate import GateDecision, Scored, gate
 from trainer.learner import FitStats, Learner, label_column
@@ -40,7 +40,6 @@ from trainer.notify import NoNotifier, Notifier
 from trainer.serialize import learner_files, load_learner
 
 log = logging.getLogger("liverank.trainer")
-STATE = "trainer.json"
 
 
 class TrainerError(LiverankError):
@@ -104,10 +103,7 @@ class Trainer:
     # -- state -------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        path = self.store.root.join(STATE)
-        if not self.store.root.exists(path):
-            return {}
-        return dict(json.loads(self.store.root.read_bytes(path)))
+        return self.store.trainer_state()
 
     def save_state(self, **changes: Any) -> dict[str, Any]:
         state = {**self.state(), **changes}

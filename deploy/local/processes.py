@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -112,6 +113,13 @@ class ManagedProcess:
             return int(self.pid_file.read_text().split()[1])
         except (FileNotFoundError, ValueError, IndexError):
             return pid
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _exists(pid: int) -> bool:

@@ -28,6 +28,7 @@ import numpy as np
 from liverank.demo.fleet import Fleet
 from liverank.demo.player import PlayStats
 from liverank.demo.run import DAY, DemoOptions, Observed, say
+from liverank.documents import to_json
 from liverank.settings import Settings
 from snapshots.layout import WINDOW_SECONDS, parse_window_folder, window_start
 from streams.events import INPUT_TOPICS
@@ -461,7 +462,7 @@ def write_report(live: LiveRun, fleet: Fleet) -> Path:
             "versions_published": len(live.history),
         },
     }
-    (out / "report.json").write_text(json.dumps(document, indent=2, default=_finite) + "\n")
+    (out / "report.json").write_text(to_json(document))
     plot_cadences(cadences, out / "cadence_auc.png")
     plot_join_rate(joins, out / "join_rate.png")
     plot_freshness(fresh, out / "freshness.png")
@@ -470,12 +471,6 @@ def write_report(live: LiveRun, fleet: Fleet) -> Path:
     markdown = out / "report.md"
     markdown.write_text(_markdown(document, live))
     return markdown
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    raise TypeError(f"not JSON: {type(value)}")
 
 
 def _f(value: Any, digits: int = 4) -> str:

@@ -21,7 +21,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from deploy.local.processes import free_port
 from deploy.local.services import LocalServices, print_progress
 from features.hbase import HBaseTables
 from features.profiles import HBaseProfileStore, load_profiles
@@ -68,12 +68,6 @@ class DemoOptions:
 
 def say(line: str) -> None:
     print(f"[demo] {line}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -274,9 +268,9 @@ def _forget_previous_run(base: Settings, home: Path) -> None:
     record = home / "run.json"
     if not record.exists():
         return
-    with contextlib.suppress(Exception):
-        from kafka.admin import KafkaAdminClient
+    from kafka.admin import KafkaAdminClient
 
+    try:
         previous = json.loads(record.read_text())["run"]
         admin = KafkaAdminClient(**base.kafka.client_options())
         try:
@@ -285,6 +279,8 @@ def _forget_previous_run(base: Settings, home: Path) -> None:
                 admin.delete_topics(old)
         finally:
             admin.close()
+    except Exception as exc:  # best effort: a leftover topic costs disk, not correctness
+        say(f"could not delete the previous run's topics ({type(exc).__name__}: {exc})")
 
 
 def run_demo(base: Settings, options: DemoOptions) -> Path:
@@ -403,7 +399,7 @@ def _run(base: Settings, options: DemoOptions, timings: dict[str, float], began:
         stats=stats,
         observed=monitor.observed,
         history=store.history(),
-        trainer_state=_trainer_state(store),
+        trainer_state=store.trainer_state(),
         trainer_log=fleet.log("trainer").read_text(errors="replace"),
         offline_jobs=driver.jobs,
         worker_stats=combine_stats(read_stats(settings.home)),
@@ -445,12 +441,4 @@ def _latest(store: CheckpointStore) -> str | None:
 
 
 def _trained_through(store: CheckpointStore, start: float) -> bool:
-    state = _trainer_state(store)
-    return float(state.get("last_window", 0.0)) >= start
-
-
-def _trainer_state(store: CheckpointStore) -> dict[str, Any]:
-    path = store.root.join("trainer.json")
-    if not store.root.exists(path):
-        return {}
-    return dict(json.loads(store.root.read_bytes(path)))
+    return float(store.trainer_state().get("last_window", 0.0)) >= start

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deploy.local.processes import free_port
 from deploy.local.services import LocalServices
 from features.hbase import HBaseTables
 from features.store import FeatureWrite, RedisFeatureStore
@@ -43,12 +43,6 @@ from trainer.learner import Learner
 pytestmark = pytest.mark.integration
 TOKEN = "integration-token"
 POLL = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def publish_version(settings: Settings, learner: Learner, index: int) -> str:

@@ -89,3 +89,11 @@ def test_status_reports_each_part_and_survives_what_is_down(tmp_path: Path) -> N
         "AUC fell",
     ):
         assert expected in text, (expected, text)
+
+
+def test_documents_are_strict_json_with_null_for_non_finite_numbers() -> None:
+    from liverank.documents import to_json
+
+    text = to_json({"auc": float("nan"), "runs": [1.5, float("inf")], "n": 3})
+    assert json.loads(text) == {"auc": None, "runs": [1.5, None], "n": 3}
+    assert "NaN" not in text and "Infinity" not in text
