@@ -180,6 +180,7 @@ def streams_stats(
     typer.echo(f"orphans          {total['orphans']}")
     typer.echo(f"samples/version  {total['samples_by_version']}")
     typer.echo(f"pending samples  {total['pending_samples']}")
+    typer.echo(f"held events      {total['held_events']} (waiting for a slower topic)")
     for partition, facts in sorted(total["partitions"].items(), key=lambda kv: int(kv[0])):
         mark, lag = facts["watermark"], facts["lag_seconds"]
         typer.echo(f"partition {partition:>3s}    watermark {mark}  lag {lag}")

@@ -9,7 +9,7 @@ already holds. See ``snapshots.layout`` for the folder layout and the markers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,6 +205,13 @@ def read_window(root: str, start: float, latest: bool = True) -> pa.Table:
         return SCHEMA.empty_table()
     table = pa.concat_tables(tables)
     return latest_versions(table) if latest else table
+
+
+def read_completed(root: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every sample of every completed window under ``root``, latest version per sample."""
+    tables = [read_window(root, parse_window_folder(folder)) for folder in completed_windows(root)]
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    return table if columns is None else table.select(list(columns))
 
 
 def latest_versions(table: pa.Table) -> pa.Table:

@@ -33,7 +33,7 @@ from features.store import FeatureWrite, RedisFeatureStore
 from liverank.settings import Settings
 from snapshots.samples import SampleLander
 from snapshots.store import HBaseSnapshotStore
-from streams.events import encode_document
+from streams.events import Impression, encode_document
 from streams.join import LabelRules
 from streams.metrics import StreamMetrics
 from streams.pipeline import (
@@ -42,7 +42,6 @@ from streams.pipeline import (
     Lookups,
     Message,
     UserSide,
-    impressions_in,
     sample_document,
 )
 from streams.topics import consumer_group
@@ -205,8 +204,7 @@ class StreamRuntime:
             out.append(Message(m.topic.removeprefix(prefix), m.partition, m.offset, m.key, m.value))
         return out
 
-    async def _lookups(self, messages: Sequence[Message]) -> Lookups:
-        impressions = impressions_in(messages, self.max_bytes)
+    async def _lookups(self, impressions: Sequence[Impression]) -> Lookups:
         if not impressions:
             return Lookups(snapshots={}, anchors={}, user_profiles={}, anchor_profiles={})
         request_ids = list({i.request_id for i in impressions})
@@ -226,6 +224,14 @@ class StreamRuntime:
             user_profiles=user_profiles,
             anchor_profiles=anchor_profiles,
         )
+
+    def _highwater(self, source: str, partition: int) -> int | None:
+        """The end of a source partition's log as of the consumer's last fetch (None: unknown)."""
+        try:
+            end = self.app.consumer.highwater(TP(self.topic_of(source), partition))
+        except Exception:  # not assigned here (any more) or no fetch yet
+            return None
+        return None if end is None else int(end)
 
     async def _hbase(self, call: Any, fallback: Any, what: str) -> Any:
         for attempt in range(3):
@@ -273,8 +279,8 @@ class StreamRuntime:
         if not events:
             return
         messages = self._messages(events)
-        lookups = await self._lookups(messages)
-        batch = self.user_side.process(messages, lookups)
+        impressions = self.user_side.read(messages, self._highwater)
+        batch = self.user_side.apply(await self._lookups(impressions))
         # 1. Outputs, made durable. A crash before the commit below repeats the batch; every
         #    output here is idempotent (files rewritten, versions deduplicated, HSET values).
         for partition, samples in batch.samples.items():

@@ -112,13 +112,14 @@ def combine_stats(workers: list[dict[str, Any]]) -> dict[str, Any]:
         "clicks": 0,
         "joined_clicks": 0,
         "pending_samples": 0,
+        "held_events": 0,
         "duplicates": 0,
     }
     for stats in workers:
         for name in ("events_in", "dead_letters", "late", "orphans", "samples_by_version"):
             for key, value in stats.get(name, {}).items():
                 total[name][key] = total[name].get(key, 0) + value
-        for name in ("clicks", "joined_clicks", "pending_samples", "duplicates"):
+        for name in ("clicks", "joined_clicks", "pending_samples", "held_events", "duplicates"):
             total[name] += stats.get(name) or 0
         total["partitions"].update(stats.get("partitions", {}))
     total["join_rate"] = total["joined_clicks"] / total["clicks"] if total["clicks"] else None

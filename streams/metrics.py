@@ -35,6 +35,11 @@ class StreamMetrics:
         self.pending = Gauge(
             "liverank_stream_pending_samples", "Samples waiting in the negative cache", registry=r
         )
+        self.held = Gauge(
+            "liverank_stream_held_events",
+            "Events read but waiting for a slower topic of their partition (event-time order)",
+            registry=r,
+        )
         self.watermark = Gauge(
             "liverank_stream_watermark_seconds", "Event-time watermark", ["partition"], registry=r
         )
@@ -69,6 +74,7 @@ class StreamMetrics:
         self._sync("samples", self.samples, counts.samples_by_version)
         if clicks:
             self.join_rate.set(joined / clicks)
+        self.held.set(side.held_events())
         for partition, watermark in batch.watermarks.items():
             if math.isfinite(watermark):
                 self.watermark.labels(str(partition)).set(watermark)
@@ -117,6 +123,7 @@ class StreamMetrics:
                     "lag_seconds": lag,
                 }
             out["pending_samples"] = user_side.open_samples()
+            out["held_events"] = user_side.held_events()
         out.update(
             clicks=clicks,
             joined_clicks=joined,

@@ -116,14 +116,16 @@ class OfflineLander:
         self._user_batch(user_messages)
 
     def _user_batch(self, messages: list[Message]) -> None:
-        users = {json.loads(m.value or b"{}").get("user_id", "") for m in messages}
         lookups = Lookups(
             snapshots={},
             anchors=self.anchor_features,
-            user_profiles={u: self.user_profiles[u] for u in users if u in self.user_profiles},
+            user_profiles=self.user_profiles,
             anchor_profiles=self.anchor_profiles,
         )
-        out = self.user_side.process(messages, lookups)
+        # Events come in event-time order and every one fed so far is in: all of a batch goes.
+        out = self.user_side.process(
+            messages, lookups, highwater=lambda topic, p: self.offsets.get((topic, p), 0)
+        )
         for partition, samples in out.samples.items():
             self.lander.add(partition, samples)
             self.samples += len(samples)

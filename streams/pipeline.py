@@ -1,9 +1,11 @@
 """What a worker does with a batch of messages, free of faust.
 
 ``UserSide`` takes the messages of the user-keyed topics (and the control topic) and returns a
-``UserBatch``: samples, dead letters, anchor activity, feature writes. Its state lives in plain
-mappings (faust tables in the worker) behind ``Overlay``s, committed by ``commit()`` only after
-the worker has made the batch's outputs durable. ``AnchorSide`` does the same for anchor
+``UserBatch``: samples, dead letters, anchor activity, feature writes. It applies the events of
+a partition in event-time order, whatever order the topics were read in (``streams.reorder``),
+so no feature is read after its impression. Its state lives in plain mappings (faust tables in
+the worker) behind ``Overlay``s, committed by ``commit()`` only after the worker has made the
+batch's outputs durable. ``AnchorSide`` does the same for anchor
 status and anchor activity. The faust shell (``streams.app``) only moves bytes.
 """
 
@@ -33,6 +35,7 @@ from streams.events import (
 )
 from streams.join import JoinCore, JoinCounters, LabelRules, Sample
 from streams.overlay import Overlay, PartitionView
+from streams.reorder import Released, ReorderBuffer
 from streams.watermark import PartitionWatermark
 
 USER_SOURCES = ("impressions", "clicks", "watch", "actions")
@@ -144,15 +147,8 @@ def read_event(
     return parsed
 
 
-def impressions_in(messages: Iterable[Message], max_bytes: int) -> list[Impression]:
-    """The valid impressions of a batch (to fetch their lookups before processing)."""
-    found = []
-    for message in messages:
-        if message.topic == "impressions" and message.value is not None:
-            event = parse_event("impressions", message.value, max_bytes)
-            if isinstance(event, Impression):
-                found.append(event)
-    return found
+Highwater = Callable[[str, int], int | None]
+"""(source, partition) -> the offset after the last message in the log, None when unknown."""
 
 
 class UserSide:
@@ -173,6 +169,7 @@ class UserSide:
         self.max_event_bytes = max_event_bytes
         self.cores: dict[int, JoinCore] = {}
         self.marks: dict[int, PartitionWatermark] = {}
+        self.buffers: dict[int, ReorderBuffer] = {}
         self.counters = StreamCounters()
         self.retired = JoinCounters()
         self._users: dict[str, UserState] = {}
@@ -181,6 +178,8 @@ class UserSide:
         self._dirty_users: dict[str, float] = {}
         self._rewound: dict[tuple[str, int], int] = {}
         self._dirty_pairs: dict[str, float] = {}
+        self._batch: UserBatch | None = None
+        self._due: dict[int, list[Released]] = {}
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -194,7 +193,13 @@ class UserSide:
             )
             core.watermark = mark.value()
             self.cores[partition], self.marks[partition] = core, mark
+            self.buffers[partition] = ReorderBuffer(
+                PartitionView(self.join_table, partition, "b"), self._parse
+            )
         return core
+
+    def _parse(self, topic: str, raw: bytes) -> Event | Invalid:
+        return parse_event(topic, raw, self.max_event_bytes)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions were revoked: drop what is cached about them."""
@@ -203,6 +208,7 @@ class UserSide:
             if core is not None:
                 self.retired.add(core.counters)
             self.marks.pop(partition, None)
+            self.buffers.pop(partition, None)
 
     def join_counters(self) -> JoinCounters:
         """This process's join counts: the partitions it owns and those it gave up."""
@@ -215,31 +221,68 @@ class UserSide:
     # -- a batch -----------------------------------------------------------------------------
 
     def process(
-        self,
-        messages: Sequence[Message],
-        lookups: Lookups,
-        caught_up: Callable[[int], Iterable[str]] = lambda p: (),
+        self, messages: Sequence[Message], lookups: Lookups, highwater: Highwater | None = None
     ) -> UserBatch:
-        batch = UserBatch()
-        touched_partitions: set[int] = set()
+        """``read`` then ``apply``, for callers whose lookups are at hand."""
+        self.read(messages, highwater)
+        return self.apply(lookups)
+
+    def read(
+        self, messages: Sequence[Message], highwater: Highwater | None = None
+    ) -> list[Impression]:
+        """Read a batch: dead letters, watermarks, ticks; every event is held until every
+        source of its partition has been read past it. Returns the impressions ``apply`` will
+        now take in, whose lookups it needs.
+
+        ``highwater`` tells when a partition's sources are all read to their end, so nothing
+        read can be overtaken and every held event goes at once (a live worker's normal case).
+        """
+        assert self._batch is None, "apply() the batch that was read first"
+        batch = self._batch = UserBatch()
+        touched: set[int] = set()
         for message in messages:
             partition = message.partition
-            core = self.core(partition)
-            mark = self.marks[partition]
-            touched_partitions.add(partition)
+            mark = self.marks.get(partition)
+            if mark is None:
+                self.core(partition)
+                mark = self.marks[partition]
+            touched.add(partition)
             if not self._in_order(message, mark, batch):
                 continue
             if message.topic == "control":
                 self._control(message, mark)
             else:
-                self._event(message, core, mark, lookups, batch)
+                self._read_event(message, mark, batch)
+        due = self._due = {}
+        for partition, buffer in self.buffers.items():
+            if partition in touched or len(buffer):
+                mark = self.marks[partition]
+                caught_up = self._caught_up(partition, mark, highwater) if highwater else ()
+                due[partition] = buffer.release(mark.release_bound(caught_up))
+        return [e for out in due.values() for _, _, e in out if isinstance(e, Impression)]
+
+    @staticmethod
+    def _caught_up(partition: int, mark: PartitionWatermark, highwater: Highwater) -> list[str]:
+        caught_up = []
+        for source in USER_SOURCES:
+            end = highwater(source, partition)
+            if end is not None and mark.offsets.get(source, -1) + 1 >= end:
+                caught_up.append(source)
+        return caught_up
+
+    def apply(self, lookups: Lookups) -> UserBatch:
+        """Apply the events ``read`` released, in event-time order, and close what the
+        watermark passed. ``lookups`` cover the impressions ``read`` returned."""
+        batch, self._batch = self._batch, None
+        assert batch is not None, "read() a batch first"
+        for partition, released in self._due.items():
+            core = self.cores[partition]
+            for _, _, event in released:
+                self._apply(partition, event, core, lookups, batch)
+            mark = self.marks[partition]
             watermark = mark.value()
             self._emit(batch, partition, core.advance(watermark), watermark)
-        for partition in touched_partitions:
-            mark = self.marks[partition]
-            watermark = mark.value(caught_up(partition))
-            self._emit(batch, partition, self.cores[partition].advance(watermark), watermark)
-            batch.watermarks[partition] = self.cores[partition].watermark
+            batch.watermarks[partition] = core.watermark
             saved = self.join_table.get(f"{partition}/mark") or {}
             windows, next_window = closed_windows(
                 saved.get("next_window"),
@@ -249,13 +292,15 @@ class UserSide:
             )
             if windows:
                 batch.closed_windows[partition] = windows
-            # The watermark lives in the join's own table, written after the batch's samples:
-            # a changelog keeps a prefix of what was sent to a partition, so whenever a
-            # restart sees this watermark it also sees every sample state behind it.
+            self.buffers[partition].flush()
+            # The watermark lives in the join's own table, written after the batch's samples
+            # and held events: a changelog keeps a prefix of what was sent to a partition, so
+            # whenever a restart sees this watermark it also sees every state behind it.
             self.join_table[f"{partition}/mark"] = {**mark.to_state(), "next_window": next_window}
+        self._due = {}
         self._first_ts.clear()
-        # Features go out once per user and pair a batch, as of the newest event seen (not
-        # the last one read), so the final values do not depend on the order of the topics.
+        # Features go out once per user and pair a batch, as of the newest event applied, so
+        # the final values do not depend on the order of the topics.
         for key, ts in self._dirty_users.items():
             user = self._users[key]
             batch.users[key.split("/", 1)[1]] = user.features(max(ts, user.sessions.last or ts))
@@ -270,6 +315,10 @@ class UserSide:
         for cache in (self._users, self._pairs, self._dirty_users, self._dirty_pairs):
             cache.clear()
         return batch
+
+    def held_events(self) -> int:
+        """Events read but waiting for a slower source of their partition."""
+        return sum(len(buffer) for buffer in self.buffers.values())
 
     def _in_order(self, message: Message, mark: PartitionWatermark, batch: UserBatch) -> bool:
         """Apply each message once, in offset order, whatever the consumer delivers.
@@ -315,14 +364,7 @@ class UserSide:
             return  # a control message of another kind or version: not ours to judge
         mark.tick(ts, ends)
 
-    def _event(
-        self,
-        message: Message,
-        core: JoinCore,
-        mark: PartitionWatermark,
-        lookups: Lookups,
-        batch: UserBatch,
-    ) -> None:
+    def _read_event(self, message: Message, mark: PartitionWatermark, batch: UserBatch) -> None:
         topic = message.topic
         self.counters.bump(self.counters.events_in, topic)
         event = read_event(
@@ -331,13 +373,25 @@ class UserSide:
         if event is None:
             mark.read_through(topic, message.offset)
             return
-        mark.observe(topic, message.offset, event.ts)
         assert not isinstance(event, AnchorStatus)
+        assert message.value is not None  # read_event rejects an empty message
+        mark.observe(topic, message.offset, event.ts)
         partition = message.partition
-        user = self._user(partition, event.user_id)
-        first = self._first_ts.get(message.partition)
+        first = self._first_ts.get(partition)
         if first is None or event.ts < first:
-            self._first_ts[message.partition] = event.ts
+            self._first_ts[partition] = event.ts
+        self.buffers[partition].add(topic, message.offset, event, message.value)
+
+    def _apply(
+        self,
+        partition: int,
+        event: Event,
+        core: JoinCore,
+        lookups: Lookups,
+        batch: UserBatch,
+    ) -> None:
+        assert not isinstance(event, AnchorStatus)
+        user = self._user(partition, event.user_id)
         # The snapshot is taken before the impression itself counts in the user's features.
         features = (
             self._snapshot(partition, event, user, lookups)
@@ -351,7 +405,7 @@ class UserSide:
         else:
             self._features(partition, event, user, core, batch)
         out = core.process(event, features)
-        self._emit(batch, message.partition, out, event.ts)
+        self._emit(batch, partition, out, event.ts)
 
     def _user(self, partition: int, user_id: str) -> UserState:
         key = f"{partition}/{user_id}"  # every table key starts with its partition

@@ -16,6 +16,8 @@ sends older events would otherwise see them counted late.)
 >>> w.observe("clicks", offset=0, ts=900.0)
 >>> w.value()
 840.0
+>>> w.release_bound()  # events up to here can be applied in event-time order
+900.0
 >>> w.tick(ts=5000.0, end_offsets={"impressions": 1, "clicks": 1})
 >>> w.value()
 5000.0
@@ -68,18 +70,26 @@ class PartitionWatermark:
                 remaining.append((ts, ends))
         self.pending_ticks = remaining
 
-    def value(self, caught_up: Iterable[str] = ()) -> float:
-        """The watermark. ``caught_up``: sources with nothing left to read right now."""
-        idle = set(caught_up)
-        waiting = [self.newest.get(s, -math.inf) for s in self.sources if s not in idle]
-        seen = [self.newest[s] for s in self.sources if s in self.newest]
-        if waiting:
-            from_events = min(waiting) - self.lateness
-        elif seen:
-            from_events = max(seen) - self.lateness
-        else:
-            from_events = -math.inf
-        return max(self.floor, from_events)
+    def value(self) -> float:
+        """The watermark: the slowest source's newest event time less the lateness, or the
+        last tick's time when that is later."""
+        return max(self.floor, self._slowest() - self.lateness)
+
+    def release_bound(self, caught_up: Iterable[str] = ()) -> float:
+        """Event time up to which every source has been read (``streams.reorder``).
+
+        A source read in order has nothing left before its newest event, so events up to the
+        slowest source's newest can be applied in event-time order; a tick vouches for its
+        time. When every source is ``caught_up`` (read to its end right now) nothing read can
+        be overtaken and everything goes. Never below ``value()``: an event still held is
+        never late for the join once released.
+        """
+        if set(self.sources) <= set(caught_up):
+            return math.inf
+        return max(self.floor, self._slowest())
+
+    def _slowest(self) -> float:
+        return min(self.newest.get(s, -math.inf) for s in self.sources)
 
     def to_state(self) -> dict[str, Any]:
         return {

@@ -19,9 +19,15 @@ from kafka import KafkaConsumer
 
 from deploy.local.services import LocalServices
 from liverank.settings import Settings
+from snapshots.samples import read_completed
 from streams.control import advance, combine_stats, read_stats
 from streams.join import LabelRules
-from streams.reference import reference_labels
+from streams.reference import (
+    EXACT_FEATURES,
+    feature_differences,
+    reference_features,
+    reference_labels,
+)
 from tests.integration.harness import (
     ROOT,
     landed_labels,
@@ -49,11 +55,19 @@ def day() -> list[tuple[str, str, bytes]]:
 
 
 def run_to_completion(
-    settings: Settings, published: list[tuple[str, str, bytes]], workers: int = 1
+    settings: Settings,
+    published: list[tuple[str, str, bytes]],
+    workers: int = 1,
+    backlog: bool = False,
 ) -> None:
+    """Workers read ``published`` as it is sent, or with ``backlog`` all of it from the start
+    (a restart after an outage: topics read at their own paces, hours apart)."""
+    if backlog:
+        publish(settings, published)
     processes = [start_worker(settings, f"w{i}") for i in range(workers)]
     try:
-        publish(settings, published)
+        if not backlog:
+            publish(settings, published)
         advance(settings, last_ts(published) + 3 * 3600)
         wait_for(last_window_done(settings, last_ts(published)), 240, "the last window's _SUCCESS")
     except AssertionError:
@@ -115,7 +129,7 @@ def test_shuffled_duplicated_early_clicks_and_bad_input_land_the_same_labels(
     )
 
 
-def test_redis_features_equal_features_computed_offline(
+def test_samples_and_redis_carry_the_features_computed_offline(
     services: LocalServices,
     settings: Settings,
     unique: str,
@@ -123,8 +137,13 @@ def test_redis_features_equal_features_computed_offline(
     day: list[tuple[str, str, bytes]],
 ) -> None:
     local = scoped(settings, f"sf{unique}", tmp_path)
-    run_to_completion(local, day)
+    run_to_completion(local, day, backlog=True)
     events = parsed(day)
+    # Each sample carries the features of exactly the events before its impression.
+    rows = read_completed(local.samples_root, ["sample_id", *EXACT_FEATURES]).to_pylist()
+    wrong = feature_differences(rows, reference_features(events))
+    assert not wrong, f"{len(wrong)} sample feature values differ: {list(wrong.items())[:5]}"
+    assert sum(1 for row in rows if row["ua_clicks_7d"] > 0) > 20
     impressions: dict[str, list[float]] = defaultdict(list)
     clicks: dict[str, list[float]] = defaultdict(list)
     newest: dict[str, float] = defaultdict(float)
