@@ -25,6 +25,7 @@ from liverank.simulator.traffic import DayTraffic, Ranker, TrafficGenerator, pop
 from liverank.simulator.world import World
 from streams.control import Advancer
 from streams.events import encode_document
+from streams.pipeline import USER_SOURCES
 
 TICK_EVENT_SECONDS = 300.0
 
@@ -53,6 +54,7 @@ class PlayStats:
     progress: list[tuple[float, float]] = field(default_factory=list)  # (wall, event ts)
     served: dict[str, Served] = field(default_factory=dict)  # request_id -> answer
     truth: list[dict[str, Any]] = field(default_factory=list)
+    published: list[tuple[str, bytes]] = field(default_factory=list)  # user topics, as sent
 
     def wall_at(self, ts: float) -> float | None:
         """The wall-clock time the publisher first passed event time ``ts``."""
@@ -126,9 +128,10 @@ class Player:
                 self._pace(ts, began)
                 if topic == "impressions" and document["position"] == 0:
                     self._serve(document)
-                self.producer.send(
-                    self.settings.topic(topic), key=key.encode(), value=encode_document(document)
-                )
+                value = encode_document(document)
+                self.producer.send(self.settings.topic(topic), key=key.encode(), value=value)
+                if topic in USER_SOURCES:
+                    stats.published.append((topic, value))
                 stats.events += 1
                 stats.last_ts = ts
                 if stats.events % 500 == 0:

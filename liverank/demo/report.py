@@ -31,7 +31,9 @@ from liverank.demo.run import DAY, DemoOptions, Observed, say
 from liverank.documents import to_json
 from liverank.settings import Settings
 from snapshots.layout import WINDOW_SECONDS, parse_window_folder, window_start
-from streams.events import INPUT_TOPICS
+from snapshots.samples import read_completed
+from streams.events import INPUT_TOPICS, Invalid, parse_event
+from streams.reference import EXACT_FEATURES, feature_differences, reference_features
 from trainer.checkpoints import parse_version
 from trainer.metrics import auc
 
@@ -195,6 +197,35 @@ def online(live: LiveRun) -> dict[str, Any]:
 
 
 INCREMENTAL_LINE = re.compile(r"window \S+: ([\d,]+) samples \(([^)]*)\), ([\d.]+)s")
+
+
+def feature_audit(live: LiveRun) -> dict[str, Any]:
+    """The samples that carry the stream's own features (requests the scorer did not answer)
+    against the offline reference over the same events: how many are exactly as of their
+    impression, and which features differ where not."""
+    events = []
+    for topic, raw in live.stats.published:
+        event = parse_event(topic, raw)
+        if not isinstance(event, Invalid):
+            events.append(event)
+    expected = reference_features(events)
+    columns = ["sample_id", "request_id", *EXACT_FEATURES]
+    rows = [
+        row
+        for row in read_completed(live.settings.samples_root, columns).to_pylist()
+        if row["request_id"] not in live.stats.served
+    ]
+    ids = {row["sample_id"] for row in rows}
+    wrong = feature_differences(rows, {k: v for k, v in expected.items() if k in ids})
+    differing = {sample_id for sample_id, _ in wrong}
+    by_feature: dict[str, int] = {}
+    for _, name in wrong:
+        by_feature[name] = by_feature.get(name, 0) + 1
+    return {
+        "samples": len(rows),
+        "exact": len(rows) - len(differing),
+        "differing_by_feature": dict(sorted(by_feature.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def throughput(live: LiveRun) -> dict[str, Any]:
@@ -416,6 +447,7 @@ def write_report(live: LiveRun, fleet: Fleet) -> Path:
             }
     fresh = freshness(live)
     served = online(live)
+    audit = feature_audit(live)
     speed = throughput(live)
     joins = join_series(live)
     final_join = live.worker_stats.get("join_rate")
@@ -438,6 +470,7 @@ def write_report(live: LiveRun, fleet: Fleet) -> Path:
         "beats_true_probabilities": summary["15min"]["ctr_pooled"]
         > served["true_probability_auc"]["ctr"],
         "segments": cadences["segments"],
+        "stream_features": audit,
         "join_rate": final_join,
         "freshness_p50_s": fresh["live_equivalent_s"]["p50"],
         "freshness_p99_s": fresh["live_equivalent_s"]["p99"],
@@ -530,7 +563,21 @@ def _markdown(doc: dict[str, Any], live: LiveRun) -> str:
             "family scoring requests before the fact) is the honest figure.",
             "",
         ]
+    audit = doc["stream_features"]
+    share = audit["exact"] / audit["samples"] if audit["samples"] else math.nan
     lines += [
+        f"Samples of requests the scorer did not answer carry the workers' own features: "
+        f"**{audit['exact']:,d} of {audit['samples']:,d} ({_f(100 * share, 2)}%)** have "
+        "exactly the user and user×anchor features an offline pass over the same events gives "
+        "at their impression (no event after the impression counted)."
+        + (
+            " Differing values by feature: "
+            + ", ".join(f"{k} {v:,d}" for k, v in audit["differing_by_feature"].items())
+            + "."
+            if audit["differing_by_feature"]
+            else ""
+        ),
+        "",
         "### New users and new anchors (IDs absent from every earlier day)",
         "",
         "| segment | samples | " + " | ".join(f"{c} CTR" for c in CADENCES) + " |",

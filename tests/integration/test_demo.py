@@ -59,6 +59,9 @@ def test_smoke_demo_runs_everything_and_reports(
     assert document["throughput"]["scorer"]["errors"] == 0
     assert document["throughput"]["scorer"]["snapshots_written"] > 0
     assert set(document["admission"]) == {"hard", "poisson", "dynamic_l1"}
+    audit = document["stream_features"]  # the workers' own features, as of each impression
+    assert audit["samples"] > 500
+    assert audit["exact"] == audit["samples"], audit["differing_by_feature"]
     assert document["run"]["versions_published"] >= 3  # base, incremental, next base
     for name in ("cadence_auc", "join_rate", "freshness", "admission"):
         png = (report / f"{name}.png").read_bytes()
