@@ -161,6 +161,14 @@ def train_replay(
             f"(±{entry['ctcvr_std']:.4f}) pooled={entry['ctcvr_pooled']:.4f}  "
             f"windows={int(entry['windows'])}"
         )
+    paired = result.paired()
+    for pair, e in paired.items():
+        typer.echo(
+            f"paired {pair}: auc_ctr diff={e['ctr_diff']:+.4f} (se {e['ctr_se']:.4f}, won "
+            f"{int(e['ctr_won'])}/{int(e['ctr_windows'])})  auc_ctcvr diff="
+            f"{e['ctcvr_diff']:+.4f} (se {e['ctcvr_se']:.4f}, won {int(e['ctcvr_won'])}/"
+            f"{int(e['ctcvr_windows'])})"
+        )
     segments = result.segments()
     for segment, by_cadence in segments.items():
         aucs = "  ".join(
@@ -177,6 +185,7 @@ def train_replay(
             "model_ids": result.model_ids,
             "model_bytes": result.model_bytes,
             "summary": summary,
+            "paired": paired,
             "segments": segments,
             "windows": public_windows(result),
         }

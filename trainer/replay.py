@@ -64,6 +64,34 @@ class ReplayResult:
             out[cadence] = entry
         return out
 
+    def paired(self) -> dict[str, dict[str, float]]:
+        """Each fresher cadence against each staler one, window by window after warm-up:
+        the mean AUC difference, its standard error and how many windows the fresher won.
+
+        The windows' AUCs swing far more with the traffic (± several points) than the
+        cadences differ; paired on the same window, that swing cancels out.
+        """
+        scored = [w for w in self.windows if w["start"] >= self.warmup_until]
+        out: dict[str, dict[str, float]] = {}
+        for i, fresher in enumerate(self.cadences):
+            for staler in self.cadences[i + 1 :]:
+                entry: dict[str, float] = {}
+                for metric in ("ctr", "ctcvr"):
+                    diffs = [
+                        w[fresher][metric] - w[staler][metric]
+                        for w in scored
+                        if math.isfinite(w[fresher][metric]) and math.isfinite(w[staler][metric])
+                    ]
+                    n = len(diffs)
+                    entry[f"{metric}_diff"] = statistics.fmean(diffs) if diffs else math.nan
+                    entry[f"{metric}_se"] = (
+                        statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.nan
+                    )
+                    entry[f"{metric}_won"] = float(sum(d > 0 for d in diffs))
+                    entry[f"{metric}_windows"] = float(n)
+                out[f"{fresher}-{staler}"] = entry
+        return out
+
     def segments(self) -> dict[str, dict[str, dict[str, float]]]:
         """Pooled AUC per segment (``new_user``, ``new_anchor``) and cadence, after warm-up."""
         scored = [w for w in self.windows if w["start"] >= self.warmup_until]

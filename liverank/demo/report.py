@@ -465,6 +465,7 @@ def write_report(live: LiveRun, fleet: Fleet) -> Path:
             for c in CADENCES
         },
         "gap_15min_minus_daily_ctr": summary["15min"]["ctr"] - summary["daily"]["ctr"],
+        "paired": cadences["paired"],
         # No model beats the true probabilities on the same impressions; a replay that does
         # learned from information the samples should not carry (read after the impression).
         "beats_true_probabilities": summary["15min"]["ctr_pooled"]
@@ -549,6 +550,19 @@ def _markdown(doc: dict[str, Any], live: LiveRun) -> str:
         f"reach CTR AUC {_f(ceiling['ctr'])} and CTCVR AUC {_f(ceiling['ctcvr'])} on the "
         "same days: no model can beat that, so the room a fresher model has is the distance "
         "between the daily model and this ceiling.",
+        "",
+        "Paired on the same windows (the windows' own swing cancels out):",
+        "",
+        "| fresher − staler | CTR AUC diff (se) | windows won | CTCVR AUC diff (se) | won |",
+        "|---|---|---|---|---|",
+    ]
+    for pair, e in doc["paired"].items():
+        lines.append(
+            f"| {pair.replace('-', ' − ')} | {e['ctr_diff']:+.4f} ({_f(e['ctr_se'])}) | "
+            f"{int(e['ctr_won'])}/{int(e['ctr_windows'])} | {e['ctcvr_diff']:+.4f} "
+            f"({_f(e['ctcvr_se'])}) | {int(e['ctcvr_won'])}/{int(e['ctcvr_windows'])} |"
+        )
+    lines += [
         "",
         "![cadence AUC](cadence_auc.png)",
         "",

@@ -59,6 +59,7 @@ def test_smoke_demo_runs_everything_and_reports(
     assert document["throughput"]["scorer"]["errors"] == 0
     assert document["throughput"]["scorer"]["snapshots_written"] > 0
     assert set(document["admission"]) == {"hard", "poisson", "dynamic_l1"}
+    assert document["paired"]["15min-daily"]["ctr_windows"] > 0
     audit = document["stream_features"]  # the workers' own features, as of each impression
     assert audit["samples"] > 500
     assert audit["exact"] == audit["samples"], audit["differing_by_feature"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from snapshots.layout import window_folder
 from trainer.data import WindowReader, closed_windows
 from trainer.jobs import Trainer, TrainerError
 from trainer.notify import NoNotifier
-from trainer.replay import replay
+from trainer.replay import ReplayResult, replay
 
 DAY2 = 1793577600.0  # 2026-11-02
 
@@ -160,3 +161,26 @@ def test_replay_scores_every_window_for_every_cadence(landed_days: str) -> None:
     assert segments["new_user"]["15min"]["samples"] == expected > 0
     assert 0.0 < segments["new_user"]["15min"]["ctr"] < 1.0
     assert result.model_ids > 100 and result.model_bytes > 0
+
+
+def test_paired_cadence_differences_are_per_window_after_warm_up() -> None:
+    def window(start: float, fresh: float, stale: float) -> dict[str, object]:
+        return {
+            "start": start,
+            "15min": {"ctr": fresh, "ctcvr": fresh},
+            "daily": {"ctr": stale, "ctcvr": math.nan if start == 3 else stale},
+        }
+
+    windows = [window(0, 0.9, 0.1), window(1, 0.62, 0.60), window(2, 0.70, 0.66)]
+    windows += [window(3, 0.50, 0.51)]
+    result = ReplayResult(["15min", "daily"], windows=windows, warmup_until=1)
+    entry = result.paired()["15min-daily"]
+    # CTR: diffs 0.02, 0.04, -0.01 (the warm-up window left out): mean 0.0167,
+    # sample sd 0.02517, se 0.02517 / sqrt(3) = 0.01453.
+    assert entry["ctr_diff"] == pytest.approx(0.05 / 3)
+    assert entry["ctr_se"] == pytest.approx(0.025166 / math.sqrt(3), rel=1e-4)
+    assert entry["ctr_won"] == 2
+    # CTCVR: the window without a daily AUC is not paired.
+    assert entry["ctcvr_diff"] == pytest.approx(0.03)
+    assert entry["ctcvr_won"] == 2 and entry["ctcvr_windows"] == 2
+    assert entry["ctr_windows"] == 3
