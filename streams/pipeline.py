@@ -242,10 +242,8 @@ class UserSide:
         touched: set[int] = set()
         for message in messages:
             partition = message.partition
-            mark = self.marks.get(partition)
-            if mark is None:
-                self.core(partition)
-                mark = self.marks[partition]
+            self.core(partition)  # the partition's join, watermark and buffer, once
+            mark = self.marks[partition]
             touched.add(partition)
             if not self._in_order(message, mark, batch):
                 continue

@@ -17,7 +17,7 @@ from typing import Any
 
 from features.catalog import names
 from features.state import UserAnchorState, UserState
-from streams.events import Action, Click, Event, Impression, Watch
+from streams.events import Action, Click, Event, Impression, Watch, event_topic
 from streams.join import CONVERTING_ACTIONS, LabelRules
 from streams.reorder import RANK
 
@@ -80,12 +80,12 @@ def reference_features(events: Iterable[Event]) -> dict[str, dict[str, float | s
     first: dict[str, tuple[int, Event]] = {}
     for index, event in enumerate(events):
         first.setdefault(event.event_id, (index, event))
-    ordered = [
-        event
-        for _, event in sorted(
-            first.values(), key=lambda ie: (ie[1].ts, RANK.get(_topic(ie[1]), len(RANK)), ie[0])
-        )
-    ]
+
+    def order(indexed: tuple[int, Event]) -> tuple[float, int, int]:
+        index, event = indexed
+        return event.ts, RANK.get(event_topic(event), len(RANK)), index
+
+    ordered = [event for _, event in sorted(first.values(), key=order)]
     users: dict[str, UserState] = {}
     pairs: dict[tuple[str, str], UserAnchorState] = {}
     out: dict[str, dict[str, float | str]] = {}
@@ -132,9 +132,3 @@ def feature_differences(
             if not same:
                 out[(sample_id, name)] = (got, want)
     return out
-
-
-def _topic(event: Event) -> str:
-    return {Impression: "impressions", Click: "clicks", Watch: "watch", Action: "actions"}.get(
-        type(event), ""
-    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,13 +219,11 @@ def feature_audit(live: LiveRun) -> dict[str, Any]:
     ids = {row["sample_id"] for row in rows}
     wrong = feature_differences(rows, {k: v for k, v in expected.items() if k in ids})
     differing = {sample_id for sample_id, _ in wrong}
-    by_feature: dict[str, int] = {}
-    for _, name in wrong:
-        by_feature[name] = by_feature.get(name, 0) + 1
+    by_feature = Counter(name for _, name in wrong)
     return {
         "samples": len(rows),
         "exact": len(rows) - len(differing),
-        "differing_by_feature": dict(sorted(by_feature.items(), key=lambda kv: -kv[1])),
+        "differing_by_feature": dict(by_feature.most_common()),
     }
 
 

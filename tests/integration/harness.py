@@ -19,8 +19,8 @@ from liverank.settings import Settings
 from liverank.simulator.run import parse_start
 from liverank.simulator.traffic import TrafficGenerator
 from liverank.simulator.world import WorldConfig, build_world
-from snapshots.layout import parse_window_folder, window_folder, window_start
-from snapshots.samples import completed_windows, read_window
+from snapshots.layout import window_folder, window_start
+from snapshots.samples import completed_windows, read_completed
 from streams.events import Event, Invalid, encode_document, parse_event
 from streams.topics import ensure_topics
 
@@ -203,12 +203,8 @@ def last_window_done(settings: Settings, last_ts: float) -> Callable[[], bool]:
 
 
 def landed_labels(settings: Settings) -> dict[str, tuple[int, int]]:
-    labels: dict[str, tuple[int, int]] = {}
-    for folder in completed_windows(settings.samples_root):
-        table = read_window(settings.samples_root, parse_window_folder(folder))
-        for row in table.select(["sample_id", "click", "conversion"]).to_pylist():
-            labels[row["sample_id"]] = (row["click"], row["conversion"])
-    return labels
+    rows = read_completed(settings.samples_root, ["sample_id", "click", "conversion"])
+    return {row["sample_id"]: (row["click"], row["conversion"]) for row in rows.to_pylist()}
 
 
 def worker_log(settings: Settings, name: str) -> str:

@@ -173,12 +173,8 @@ def run_worker(
 
 
 def landed(root: Path) -> dict[str, tuple[int, int, int]]:
-    result = {}
-    for folder in completed_windows(str(root)):
-        table = read_window(str(root), parse_window_folder(folder))
-        for row in table.select(["sample_id", "click", "conversion", "version"]).to_pylist():
-            result[row["sample_id"]] = (row["click"], row["conversion"], row["version"])
-    return result
+    rows = read_completed(str(root), ["sample_id", "click", "conversion", "version"])
+    return {r["sample_id"]: (r["click"], r["conversion"], r["version"]) for r in rows.to_pylist()}
 
 
 def test_skewed_consumption_lands_exactly_the_offline_labels(day: Any, tmp_path: Path) -> None:
