@@ -12,8 +12,10 @@ three cannot drift apart.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 Kind = Literal["numeric", "categorical", "sequence"]
 Source = Literal["user", "anchor", "user_anchor", "profile_user", "profile_anchor", "context"]
@@ -82,3 +84,31 @@ def names(*sources: Source) -> list[str]:
 def defaults(*sources: Source) -> dict[str, float | str]:
     """Default values (an unknown user or anchor) of the given sources."""
     return {f.name: f.default for f in CATALOG if f.source in sources}
+
+
+_PACK_NAMES: Final = tuple(f.name for f in CATALOG)
+_PACK_DEFAULTS: Final = tuple(f.default for f in CATALOG)
+
+
+def pack_features(features: Mapping[str, Any]) -> str:
+    """A feature row as compact JSON text: the catalogue's values in order, no names.
+
+    A stream worker keeps one row per pending impression, a million of them in memory; as a
+    dict a row costs ~1.8 KB, packed ~0.5 KB. Names outside the catalogue are dropped (they are
+    no sample column); a missing name packs its default, as a landed sample would hold it.
+
+    >>> text = pack_features({"u_ctr_decayed": 0.25, "c_scene": "home"})
+    >>> row = unpack_features(text)
+    >>> row["u_ctr_decayed"], row["c_scene"], row["a_status"], len(row) == len(CATALOG)
+    (0.25, 'home', 'offline', True)
+    """
+    get = features.get
+    return json.dumps(
+        [get(name, default) for name, default in zip(_PACK_NAMES, _PACK_DEFAULTS, strict=True)],
+        separators=(",", ":"),
+    )
+
+
+def unpack_features(text: str) -> dict[str, Any]:
+    """The feature row ``pack_features`` packed, with every catalogue name."""
+    return dict(zip(_PACK_NAMES, json.loads(text), strict=True))

@@ -19,10 +19,12 @@ lateness), the final labels are a function of the set of events alone, whatever 
 from __future__ import annotations
 
 import heapq
-from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+import json
+from collections.abc import Mapping, MutableMapping
+from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
 
+from features.catalog import pack_features, unpack_features
 from streams.events import Action, Click, Event, Impression, Watch
 
 CONVERTING_ACTIONS = frozenset({"follow", "gift"})
@@ -101,42 +103,45 @@ class JoinCounters:
                 self.bump(mine, key, value)
 
 
-# The pending value is a plain dict (JSON-able, so a faust table can store it):
-#   imp: [event_id, ts, user_id, scene, position] | None     the impression
-#   features: {...} | None                                   its impression-time features
-#   clicks: {event_id: ts}       watch: {event_id: [ts, seconds]}   acts: {event_id: [ts, action]}
-#   ids: [request_id, anchor_id]     last: the newest event ts
-#   stage: 0 click window open, 1 conversion window open
-#   version: versions emitted    click_out / conv_out: the labels last emitted
-#   deadline: when advance() must look at it
-# A closed sample leaves a tombstone {"closed": True, "deadline": ..., "ids": [...]} for
-# `horizon` seconds, so an event that arrives after its window closed is recognised as late
-# (or, when its id is there, as a duplicate).
+# A pending entry is a list: JSON-able, so a faust table can store it, and small, because a
+# worker holds a million of them in memory (bench/pending_memory.py). Its slots:
+#   STATE      OPEN (click window open), CONVERTING (conversion window open) or CLOSED
+#   DEADLINE   when advance() must look at it
+#   LAST       the newest event ts while the impression has not come (its deadline), else None
+#   IMP        the impression, JSON text of its fields in order, or None
+#   FEATURES   its impression-time features (features.catalog.pack_features) or None
+#   VERSION    versions emitted               CLICK_OUT / CONV_OUT  the labels last emitted
+#   CLICKS {event_id: ts}   WATCH {event_id: [ts, seconds]}   ACTS {event_id: [ts, action]},
+#              each None until its first event
+# A closed sample leaves a tombstone [CLOSED, deadline, ids] for `horizon` seconds, ids the
+# event ids it saw as JSON text, so an event that arrives after its window closed is
+# recognised as late (or, when its id is there, as a duplicate).
+STATE, DEADLINE, LAST, IMP, FEATURES, VERSION, CLICK_OUT, CONV_OUT, CLICKS, WATCH, ACTS = range(11)
+OPEN, CONVERTING, CLOSED = 0, 1, 2
+_IDS = 2  # a tombstone's third slot
 
-OPEN, CONVERTING = 0, 1
+
+def _pack_impression(event: Impression) -> str:
+    return json.dumps(astuple(event), separators=(",", ":"))
 
 
-def _new_entry(request_id: str, anchor_id: str, ts: float) -> dict[str, Any]:
-    return {
-        "ids": [request_id, anchor_id],
-        "imp": None,
-        "features": None,
-        "clicks": {},
-        "watch": {},
-        "acts": {},
-        "last": ts,
-        "stage": OPEN,
-        "version": 0,
-        "click_out": 0,
-        "conv_out": 0,
-        "deadline": None,
-    }
+def _new_entry(ts: float) -> list[Any]:
+    return [OPEN, None, ts, None, None, 0, 0, 0, None, None, None]
+
+
+def _events(entry: list[Any], slot: int) -> dict[str, Any]:
+    """The entry's clicks, watch or actions (an empty dict when there are none yet)."""
+    return entry[slot] or {}
+
+
+def _imp(entry: list[Any]) -> Impression | None:
+    return None if entry[IMP] is None else Impression(*json.loads(entry[IMP]))
 
 
 class JoinCore:
     """The join for one partition's pending samples (see the module docstring)."""
 
-    def __init__(self, rules: LabelRules, pending: MutableMapping[str, dict[str, Any]]) -> None:
+    def __init__(self, rules: LabelRules, pending: MutableMapping[str, list[Any]]) -> None:
         self.rules = rules
         self.pending = pending
         self.counters = JoinCounters()
@@ -146,16 +151,21 @@ class JoinCore:
 
     def rebuild_index(self) -> None:
         """Rebuild the in-memory expiry heap from the table (after start or recovery)."""
-        self._expiry = [(entry["deadline"], key) for key, entry in self.pending.items()]
+        self._expiry = [(entry[DEADLINE], key) for key, entry in self.pending.items()]
         heapq.heapify(self._expiry)
 
     def open_count(self) -> int:
         """Samples still pending (tombstones aside): the negative cache's size."""
-        return sum(1 for entry in self.pending.values() if not entry.get("closed"))
+        return sum(1 for entry in self.pending.values() if entry[STATE] != CLOSED)
+
+    def watched(self, request_id: str, anchor_id: str) -> bool:
+        """Whether a pending or closed sample has seen watch time (or is closed)."""
+        entry = self.pending.get(f"{request_id}:{anchor_id}")
+        return entry is not None and (entry[STATE] == CLOSED or bool(entry[WATCH]))
 
     # -- events -----------------------------------------------------------------------------
 
-    def process(self, event: Event, features: dict[str, Any] | None = None) -> list[Sample]:
+    def process(self, event: Event, features: Mapping[str, Any] | None = None) -> list[Sample]:
         """Add one event; return the samples it causes right away.
 
         ``features`` are the impression-time features, given with impressions only.
@@ -165,8 +175,8 @@ class JoinCore:
         key = f"{event.request_id}:{event.anchor_id}"
         kind = type(event).__name__.lower()
         entry = self.pending.get(key)
-        if entry is not None and entry.get("closed"):
-            if event.event_id in entry.get("ids", ()):
+        if entry is not None and entry[STATE] == CLOSED:
+            if event.event_id in json.loads(entry[_IDS]):
                 self.counters.duplicates += 1
                 return []
             return self._outside(kind, event.ts)
@@ -176,92 +186,99 @@ class JoinCore:
             wait = rules.click_window if isinstance(event, Impression) else rules.allowed_lateness
             if event.ts + wait < self.watermark:
                 return self._late(kind)
-            entry = _new_entry(event.request_id, event.anchor_id, event.ts)
+            entry = _new_entry(event.ts)
         elif self._seen(entry, event.event_id):
             self.counters.duplicates += 1
             return []
-        if isinstance(event, Click) and entry["stage"] != OPEN:
+        if isinstance(event, Click) and entry[STATE] != OPEN:
             return self._outside(kind, event.ts)  # the click window closed
-        entry["last"] = max(entry["last"], event.ts)
+        if entry[IMP] is None:
+            entry[LAST] = max(entry[LAST], event.ts)
         out: list[Sample] = []
         if isinstance(event, Impression):
             out = self._impression(key, entry, event, features)
-        elif isinstance(event, Click):
-            entry["clicks"][event.event_id] = event.ts
-            out = self._progress(key, entry)
-        elif isinstance(event, Watch):
-            entry["watch"][event.event_id] = [event.ts, event.seconds]
-            out = self._progress(key, entry)
         else:
-            entry["acts"][event.event_id] = [event.ts, event.action]
+            value: Any
+            if isinstance(event, Click):
+                slot, value = CLICKS, event.ts
+            elif isinstance(event, Watch):
+                slot, value = WATCH, [event.ts, event.seconds]
+            else:
+                slot, value = ACTS, [event.ts, event.action]
+            events = _events(entry, slot)
+            events[event.event_id] = value
+            entry[slot] = events
             out = self._progress(key, entry)
         self._schedule(key, entry)
         return out
 
     @staticmethod
-    def _seen(entry: dict[str, Any], event_id: str) -> bool:
-        imp = entry["imp"]
-        return (
-            (imp is not None and imp[0] == event_id)
-            or event_id in entry["clicks"]
-            or event_id in entry["watch"]
-            or event_id in entry["acts"]
+    def _seen(entry: list[Any], event_id: str) -> bool:
+        imp = _imp(entry)
+        return (imp is not None and imp.event_id == event_id) or any(
+            event_id in _events(entry, slot) for slot in (CLICKS, WATCH, ACTS)
         )
 
     def _impression(
-        self, key: str, entry: dict[str, Any], event: Impression, features: dict[str, Any] | None
+        self,
+        key: str,
+        entry: list[Any],
+        event: Impression,
+        features: Mapping[str, Any] | None,
     ) -> list[Sample]:
-        current = entry["imp"]
+        current = _imp(entry)
         if current is not None:
             # A second impression of the same sample is a duplicate. The earliest
             # (ts, event_id) is kept while nothing was emitted, so order does not matter.
             self.counters.duplicates += 1
-            if entry["version"] > 0 or (current[1], current[0]) <= (event.ts, event.event_id):
+            if entry[VERSION] > 0 or (current.ts, current.event_id) <= (event.ts, event.event_id):
                 return []
-        entry["imp"] = [event.event_id, event.ts, event.user_id, event.scene, event.position]
-        entry["features"] = features
+        entry[IMP] = _pack_impression(event)
+        entry[LAST] = None  # only an entry without its impression needs it
+        entry[FEATURES] = None if features is None else pack_features(features)
         if self.rules.policy == "fake_negative":
             click, conversion = self._labels(entry)
             return [self._emit(key, entry, click, conversion, final=False)]
         return []
 
-    def _progress(self, key: str, entry: dict[str, Any]) -> list[Sample]:
+    def _progress(self, key: str, entry: list[Any]) -> list[Sample]:
         """A new version when a label improved on what was last emitted.
 
         negative_cache: only after version 1 (the click window closed), when conversion turns 1.
         fake_negative: when the click comes (the positive copy), and when conversion turns 1.
         """
-        if entry["imp"] is None or entry["version"] == 0:
+        if entry[IMP] is None or entry[VERSION] == 0:
             return []
         click, conversion = self._labels(entry)
-        if (click, conversion) > (entry["click_out"], entry["conv_out"]):
+        if (click, conversion) > (entry[CLICK_OUT], entry[CONV_OUT]):
             return [self._emit(key, entry, click, conversion, final=False)]
         return []
 
     # -- labels -----------------------------------------------------------------------------
 
-    def _click_ts(self, entry: dict[str, Any]) -> float | None:
+    def _click_ts(self, entry: list[Any]) -> float | None:
         """The earliest click joining the impression, or None."""
-        imp = entry["imp"]
+        imp = _imp(entry)
         if imp is None:
             return None
-        lo, hi = imp[1] - self.rules.allowed_lateness, imp[1] + self.rules.click_window
-        joining = [ts for ts in entry["clicks"].values() if lo <= ts <= hi]
+        lo, hi = imp.ts - self.rules.allowed_lateness, imp.ts + self.rules.click_window
+        joining = [ts for ts in _events(entry, CLICKS).values() if lo <= ts <= hi]
         return min(joining) if joining else None
 
-    def _window_watch(self, entry: dict[str, Any]) -> tuple[float | None, float, bool]:
+    def _window_watch(self, entry: list[Any]) -> tuple[float | None, float, bool]:
         """(t_click, watched seconds, converting action) inside the conversion window."""
         t_click = self._click_ts(entry)
         if t_click is None:
             return None, 0.0, False
         end = t_click + self.rules.conversion_window
-        watched = float(sum(s for ts, s in entry["watch"].values() if t_click <= ts <= end))
+        watched = float(sum(s for ts, s in _events(entry, WATCH).values() if t_click <= ts <= end))
         acted = any(
-            a in CONVERTING_ACTIONS and t_click <= ts <= end for ts, a in entry["acts"].values()
+            a in CONVERTING_ACTIONS and t_click <= ts <= end
+            for ts, a in _events(entry, ACTS).values()
         )
         return t_click, watched, acted
 
-    def _labels(self, entry: dict[str, Any]) -> tuple[int, int]:
+    def _labels(self, entry: list[Any]) -> tuple[int, int]:
         t_click, watched, acted = self._window_watch(entry)
         if t_click is None:
             return 0, 0
@@ -269,23 +286,23 @@ class JoinCore:
 
     # -- windows ----------------------------------------------------------------------------
 
-    def _deadline(self, entry: dict[str, Any]) -> float:
+    def _deadline(self, entry: list[Any]) -> float:
         rules = self.rules
-        imp = entry["imp"]
+        imp = _imp(entry)
         if imp is None:
             # Without its impression it waits until no on-time impression could still join:
             # an impression comes at most allowed_lateness after its click, watch or action.
-            return float(entry["last"] + rules.allowed_lateness)
-        if entry["stage"] == OPEN:
-            return float(imp[1] + rules.click_window)
+            return float(entry[LAST] + rules.allowed_lateness)
+        if entry[STATE] == OPEN:
+            return float(imp.ts + rules.click_window)
         t_click = self._click_ts(entry)
-        assert t_click is not None  # stage CONVERTING only with a click
+        assert t_click is not None  # CONVERTING only with a click
         return float(t_click + rules.conversion_window)
 
-    def _schedule(self, key: str, entry: dict[str, Any]) -> None:
+    def _schedule(self, key: str, entry: list[Any]) -> None:
         deadline = self._deadline(entry)
-        if deadline != entry["deadline"]:
-            entry["deadline"] = deadline
+        if deadline != entry[DEADLINE]:
+            entry[DEADLINE] = deadline
             heapq.heappush(self._expiry, (deadline, key))
         self.pending[key] = entry  # assign back: a table only persists what is set
 
@@ -298,27 +315,27 @@ class JoinCore:
         while self._expiry and self._expiry[0][0] < watermark:
             deadline, key = heapq.heappop(self._expiry)
             entry = self.pending.get(key)
-            if entry is None or entry["deadline"] != deadline:
+            if entry is None or entry[DEADLINE] != deadline:
                 continue  # stale: the entry moved on or is gone
             out.extend(self._close(key, entry))
         return out
 
-    def _close(self, key: str, entry: dict[str, Any]) -> list[Sample]:
-        if entry.get("closed"):
+    def _close(self, key: str, entry: list[Any]) -> list[Sample]:
+        if entry[STATE] == CLOSED:
             del self.pending[key]
             return []
-        if entry["imp"] is None:
+        if entry[IMP] is None:
             self._count_orphans(entry)
             del self.pending[key]
             return []
         click, conversion = self._labels(entry)
-        if entry["stage"] == OPEN:
+        if entry[STATE] == OPEN:
             self._count_clicks(entry)
             if click:
-                entry["stage"] = CONVERTING
+                entry[STATE] = CONVERTING
                 out = []
-                improved = (click, conversion) > (entry["click_out"], entry["conv_out"])
-                if entry["version"] == 0 or improved:
+                improved = (click, conversion) > (entry[CLICK_OUT], entry[CONV_OUT])
+                if entry[VERSION] == 0 or improved:
                     out.append(self._emit(key, entry, click, conversion, final=False))
                 self._schedule(key, entry)
                 return out
@@ -326,29 +343,33 @@ class JoinCore:
         self._tombstone(key, entry)
         return [sample]
 
-    def _count_clicks(self, entry: dict[str, Any]) -> None:
+    def _count_clicks(self, entry: list[Any]) -> None:
         """At click-window close: clicks in the window joined, the others did not."""
         counters = self.counters
-        imp_ts = entry["imp"][1]
-        lo, hi = imp_ts - self.rules.allowed_lateness, imp_ts + self.rules.click_window
-        joined = sum(1 for ts in entry["clicks"].values() if lo <= ts <= hi)
-        counters.clicks += len(entry["clicks"])
+        imp = _imp(entry)
+        assert imp is not None
+        clicks = _events(entry, CLICKS)
+        lo, hi = imp.ts - self.rules.allowed_lateness, imp.ts + self.rules.click_window
+        joined = sum(1 for ts in clicks.values() if lo <= ts <= hi)
+        counters.clicks += len(clicks)
         counters.joined_clicks += joined
-        if len(entry["clicks"]) > joined:
-            counters.bump(counters.orphans, "click", len(entry["clicks"]) - joined)
+        if len(clicks) > joined:
+            counters.bump(counters.orphans, "click", len(clicks) - joined)
 
-    def _count_orphans(self, entry: dict[str, Any]) -> None:
+    def _count_orphans(self, entry: list[Any]) -> None:
         counters = self.counters
-        counters.clicks += len(entry["clicks"])
-        for name, kind in (("clicks", "click"), ("watch", "watch"), ("acts", "action")):
-            if entry[name]:
-                counters.bump(counters.orphans, kind, len(entry[name]))
+        counters.clicks += len(_events(entry, CLICKS))
+        for slot, kind in ((CLICKS, "click"), (WATCH, "watch"), (ACTS, "action")):
+            if entry[slot]:
+                counters.bump(counters.orphans, kind, len(entry[slot]))
 
-    def _tombstone(self, key: str, entry: dict[str, Any]) -> None:
-        deadline = entry["deadline"] + self.rules.horizon
+    def _tombstone(self, key: str, entry: list[Any]) -> None:
+        deadline = entry[DEADLINE] + self.rules.horizon
+        imp = _imp(entry)
+        assert imp is not None
         # The ids it saw, so a replayed event (after a restart) is a duplicate, not "late".
-        ids = [entry["imp"][0], *entry["clicks"], *entry["watch"], *entry["acts"]]
-        self.pending[key] = {"closed": True, "deadline": deadline, "ids": ids}
+        ids = [imp.event_id, *(i for slot in (CLICKS, WATCH, ACTS) for i in _events(entry, slot))]
+        self.pending[key] = [CLOSED, deadline, json.dumps(ids, separators=(",", ":"))]
         heapq.heappush(self._expiry, (deadline, key))
 
     def _late(self, kind: str) -> list[Sample]:
@@ -369,24 +390,24 @@ class JoinCore:
         return []
 
     def _emit(
-        self, key: str, entry: dict[str, Any], click: int, conversion: int, *, final: bool
+        self, key: str, entry: list[Any], click: int, conversion: int, *, final: bool
     ) -> Sample:
-        entry["version"] += 1
-        entry["click_out"], entry["conv_out"] = click, conversion
-        self.counters.bump(self.counters.samples_by_version, entry["version"])
-        imp = entry["imp"]
-        request_id, anchor_id = entry["ids"]
+        entry[VERSION] += 1
+        entry[CLICK_OUT], entry[CONV_OUT] = click, conversion
+        self.counters.bump(self.counters.samples_by_version, entry[VERSION])
+        imp = _imp(entry)
+        assert imp is not None
         _, watched, _ = self._window_watch(entry)
         return Sample(
             sample_id=key,
-            version=entry["version"],
+            version=entry[VERSION],
             final=final,
-            ts=imp[1],
-            request_id=request_id,
-            user_id=imp[2],
-            anchor_id=anchor_id,
+            ts=imp.ts,
+            request_id=imp.request_id,
+            user_id=imp.user_id,
+            anchor_id=imp.anchor_id,
             click=click,
             conversion=conversion,
             watch_seconds=watched,
-            features=entry["features"],
+            features=None if entry[FEATURES] is None else unpack_features(entry[FEATURES]),
         )

@@ -438,8 +438,7 @@ class UserSide:
             user.watch(ts, event.seconds)
             pair = self._pair(partition, event.user_id, anchor_id)
             pair.watch(ts, event.seconds)
-            entry = core.pending.get(f"{event.request_id}:{anchor_id}")
-            if entry is None or (not entry.get("closed") and not entry["watch"]):
+            if not core.watched(event.request_id, anchor_id):
                 activity = "enter"  # the first heartbeat of this visit
         else:
             pair = self._pair(partition, event.user_id, anchor_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import random
 from typing import Any
 
@@ -10,11 +12,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.catalog import Source, defaults
 from streams.events import Action, Click, Event, Impression, Watch
 from streams.join import JoinCore, LabelRules, Sample
 from streams.reference import reference_labels
 
 RULES = LabelRules()
+ALL_SOURCES: tuple[Source, ...] = (
+    "user",
+    "anchor",
+    "user_anchor",
+    "profile_user",
+    "profile_anchor",
+    "context",
+)
+FEATURES: dict[str, Any] = {
+    "u_clicks_1h": 3.0,
+    "u_recent_anchors": "a7,a9,a1",
+    "a_status": "live",
+    "p_anchor_tags": "pk,dance",
+    "c_position": 2.0,
+}
 IDS = itertools.count()  # distinct events get distinct event ids
 T0 = 1_793_491_200.0
 
@@ -174,16 +192,33 @@ def test_recovery_from_the_table_alone_gives_the_same_result() -> None:
     first = JoinCore(RULES, table)
     out: list[Sample] = []
     for event in events[:3]:
-        out.extend(first.process(event))
+        out.extend(first.process(event, FEATURES))
         out.extend(first.advance(event.ts - 60))
-    # The process dies; a new one rebuilds its expiry index from the (persisted) table.
-    second = JoinCore(RULES, table)
+    # The process dies; a new one rebuilds its expiry index from the table's changelog (JSON).
+    second = JoinCore(RULES, json.loads(json.dumps(table)))
     second.watermark = first.watermark
     for event in events[3:]:
         out.extend(second.process(event))
         out.extend(second.advance(event.ts - 60))
     out.extend(second.advance(float("inf")))
     assert labels(out) == labels(whole)
+    assert all(sample.features == {**defaults(*ALL_SOURCES), **FEATURES} for sample in out)
+
+
+def test_samples_carry_the_impression_features_whole() -> None:
+    """Every catalogue feature, exactly as given (floats, NaN, sequences), a default when
+    missing; names outside the catalogue are no sample column and are dropped."""
+    given = {**FEATURES, "u_ctr_decayed": 0.1 + 0.2, "a_cvr": float("nan"), "extra": 1.0}
+    core = JoinCore(RULES, {})
+    core.process(imp(0), given)
+    (sample,) = core.advance(float("inf"))
+    assert sample.features is not None
+    assert math.isnan(sample.features.pop("a_cvr"))
+    assert "extra" not in sample.features
+    assert sample.features["u_ctr_decayed"] == 0.1 + 0.2
+    assert sample.features == {
+        k: v for k, v in {**defaults(*ALL_SOURCES), **given}.items() if k not in ("a_cvr", "extra")
+    }
 
 
 def test_tombstones_expire() -> None:
