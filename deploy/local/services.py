@@ -383,6 +383,9 @@ class RedisService(LocalService):
         return {"version": info.get("redis_version")}
 
 
+HEALTH_TABLE = "liverank_health"  # the local HBase probe creates it and reads from it
+
+
 class HBaseService(LocalService):
     """HBase in standalone mode (master, region server and ZooKeeper in one JVM) + Thrift1."""
 
@@ -470,10 +473,15 @@ class HBaseService(LocalService):
             "127.0.0.1", self.local.hbase_thrift_port, timeout=5000, autoconnect=True
         )
         try:
-            tables = connection.tables()
+            tables = {t.decode() for t in connection.tables()}
+            # Listing tables works before the master has finished starting; creating one and
+            # reading from it only after (a fresh master takes 15 s or more on a busy machine).
+            if HEALTH_TABLE not in tables:
+                connection.create_table(HEALTH_TABLE, {"f": {"max_versions": 1}})
+            connection.table(HEALTH_TABLE).row(b"probe")
         finally:
             connection.close()
-        return {"tables": len(tables)}
+        return {"tables": len(tables - {HEALTH_TABLE})}
 
 
 class LocalServices:
