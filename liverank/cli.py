@@ -238,6 +238,13 @@ def simulate(
             help="Land labelled samples here (the workers' pipeline in this process, no Kafka)."
         ),
     ] = None,
+    drift: Annotated[
+        float,
+        typer.Option(
+            help="How fast tastes move within a day: scales anchor popularity's hourly steps "
+            "and the trending bursts (1 = default scenario, 0 = static)."
+        ),
+    ] = 1.0,
 ) -> None:
     """Simulate a live-streaming platform and publish its events (or write them to files).
 
@@ -258,6 +265,7 @@ def simulate(
         truth=truth,
         dry_run=dry_run,
         samples=samples,
+        drift=drift,
     )
     if stats:
         typer.echo(report.format())

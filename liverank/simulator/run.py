@@ -235,11 +235,19 @@ def run_simulation(
     truth: Path | None,
     dry_run: bool,
     samples: str | None = None,
+    drift: float = 1.0,
 ) -> TrafficStats:
     if days <= 0 or users <= 0 or anchors <= 0:
         raise ValueError("days, users and anchors must be positive")
+    if drift < 0:
+        raise ValueError("drift must be 0 or more (1 is the default scenario)")
     config = WorldConfig(
-        days=days, users=users, anchors=anchors, seed=seed, start_ts=parse_start(start)
+        days=days,
+        users=users,
+        anchors=anchors,
+        seed=seed,
+        start_ts=parse_start(start),
+        drift=drift,
     )
     world = build_world(config)
     sink: Sink

@@ -128,6 +128,9 @@ class WorldConfig:
     new_users_per_day: float = 0.06
     new_anchors_per_day: float = 0.06
     sessions_per_user_day: float = 2.5
+    # How fast the world changes within a day: scales the hourly steps of anchor popularity
+    # and the trending bursts (1 is the default scenario; 0 a world whose tastes never move).
+    drift: float = 1.0
 
 
 @dataclass
@@ -200,7 +203,7 @@ def build_world(config: WorldConfig) -> World:
     minutes = days * MINUTES_PER_DAY
     users = _draw_users(rng, config, days)
     anchors = _draw_anchors(rng, config, days)
-    timeline = _draw_timeline(rng, anchors, days, minutes)
+    timeline = _draw_timeline(rng, anchors, days, minutes, config.drift)
     return World(config=config, users=users, anchors=anchors, timeline=timeline, minutes=minutes)
 
 
@@ -266,7 +269,9 @@ def _draw_anchors(rng: np.random.Generator, config: WorldConfig, days: int) -> A
     )
 
 
-def _draw_timeline(rng: np.random.Generator, anchors: Anchors, days: int, minutes: int) -> Timeline:
+def _draw_timeline(
+    rng: np.random.Generator, anchors: Anchors, days: int, minutes: int, drift: float
+) -> Timeline:
     n = len(anchors.ids)
     status = np.full((n, minutes), OFFLINE, dtype=np.int8)
     session_start = np.full((n, minutes), -1, dtype=np.int32)
@@ -298,7 +303,7 @@ def _draw_timeline(rng: np.random.Generator, anchors: Anchors, days: int, minute
             next_free = end + 30
     # Popularity: an hourly random walk with mean reversion, linear between the hours.
     hours = minutes // 60 + 2
-    steps = rng.normal(0.0, 0.22, size=(n, hours)).astype(np.float32)
+    steps = (drift * rng.normal(0.0, 0.22, size=(n, hours))).astype(np.float32)
     walk = np.zeros((n, hours), dtype=np.float32)
     for h in range(1, hours):
         walk[:, h] = 0.9 * walk[:, h - 1] + steps[:, h]
@@ -314,7 +319,7 @@ def _draw_timeline(rng: np.random.Generator, anchors: Anchors, days: int, minute
             category = int(rng.integers(len(CATEGORIES)))
             center = day * MINUTES_PER_DAY + rng.uniform(9 * 60, 24 * 60)
             width = rng.uniform(30, 100)
-            amplitude = rng.uniform(0.6, 1.3) * rng.choice([1.0, 1.0, -0.6])
+            amplitude = drift * rng.uniform(0.6, 1.3) * rng.choice([1.0, 1.0, -0.6])
             trend[category] += (amplitude * np.exp(-0.5 * ((axis - center) / width) ** 2)).astype(
                 np.float32
             )

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -183,3 +184,18 @@ def test_dry_run_generates_the_same_statistics(traffic: tuple[Path, dict[str, An
 def test_bad_start_date_is_refused() -> None:
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         parse_start("01/11/2026")
+
+
+def test_drift_scales_only_how_fast_tastes_move() -> None:
+    def timeline(drift: float) -> Any:
+        config = WorldConfig(
+            days=2, users=50, anchors=30, seed=3, start_ts=parse_start("2026-11-01"), drift=drift
+        )
+        return build_world(config).timeline
+
+    default, double, static = timeline(1.0), timeline(2.0), timeline(0.0)
+    assert (default.status == double.status).all() and (default.status == static.status).all()
+    assert default.popularity.std() > 0.1 and abs(default.trend).max() > 0.1
+    assert (double.popularity == 2 * default.popularity).all()
+    assert np.allclose(double.trend, 2 * default.trend, rtol=1e-6, atol=1e-30)
+    assert not static.popularity.any() and not static.trend.any()
