@@ -12,9 +12,11 @@ three cannot drift apart.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 Kind = Literal["numeric", "categorical", "sequence"]
@@ -81,9 +83,15 @@ def names(*sources: Source) -> list[str]:
     return [f.name for f in CATALOG if f.source in sources]
 
 
-def defaults(*sources: Source) -> dict[str, float | str]:
-    """Default values (an unknown user or anchor) of the given sources."""
-    return {f.name: f.default for f in CATALOG if f.source in sources}
+@functools.cache
+def defaults(*sources: Source) -> Mapping[str, float | str]:
+    """Default values (an unknown user or anchor) of the given sources, read-only (computed
+    once per combination: the scorer asks for them for every candidate).
+
+    >>> defaults("user_anchor")["ua_last_watch_age"]
+    -1.0
+    """
+    return MappingProxyType({f.name: f.default for f in CATALOG if f.source in sources})
 
 
 _PACK_NAMES: Final = tuple(f.name for f in CATALOG)

@@ -3,16 +3,20 @@
 Keys (``ns`` is the deployment's namespace, the topic prefix by default):
 
 - ``<ns>:u:<user_id>``   hash, the user's features;
-- ``<ns>:a:<anchor_id>`` hash, the anchor's features;
-- ``<ns>:ua:<user_id>``  hash, ``<anchor_id>|<feature>`` for the user×anchor features.
+- ``<ns>:a:<anchor_id>`` string, the anchor's features as a JSON object (so a request reads
+  all its candidates with one ``MGET``, not one ``HGETALL`` each);
+- ``<ns>:ua:<user_id>``  hash, field ``<anchor_id>``: that pair's features as a JSON object
+  (one ``HMGET`` of the candidates reads them).
 
-Writes are whole values (``HSET``), never increments, so writing the same state twice leaves
-the same values. Every key gets a TTL. ``MemoryFeatureStore`` is the in-memory twin for unit
+A request is three commands in one pipelined round trip. Writes are whole values (``HSET``,
+``SET``), never increments, so writing the same state twice leaves the same values. Every key
+gets a TTL. ``MemoryFeatureStore`` is the in-memory twin for unit
 tests of code that uses a store.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -65,8 +69,23 @@ def _decode(name: str, raw: bytes | str) -> float | str:
     return float(text)
 
 
+def _decode_hash(reply: Mapping[bytes, bytes]) -> dict[str, float | str]:
+    return {k.decode(): _decode(k.decode(), v) for k, v in reply.items()}
+
+
 def _encode(values: Values) -> dict[str, str]:
     return {k: v if isinstance(v, str) else repr(float(v)) for k, v in values.items()}
+
+
+def _encode_json(values: Values) -> str:
+    return json.dumps(
+        {k: v if isinstance(v, str) else float(v) for k, v in values.items()},
+        separators=(",", ":"),
+    )
+
+
+def _decode_json(raw: bytes | None) -> dict[str, float | str]:
+    return {} if raw is None else dict(json.loads(raw))
 
 
 def _assemble(
@@ -74,7 +93,7 @@ def _assemble(
     anchor_ids: Sequence[str],
     user: Mapping[str, float | str] | None,
     anchors: Sequence[Mapping[str, float | str] | None],
-    pairs: Mapping[str, float | str],
+    pairs: Sequence[Mapping[str, float | str] | None],
 ) -> RequestFeatures:
     user_values = dict(defaults("user"))
     user_values.update(user or {})
@@ -88,12 +107,9 @@ def _assemble(
             missing.append(anchor_id)
         anchor_values[anchor_id] = merged
     pair_values: dict[str, dict[str, float | str]] = {}
-    for anchor_id in anchor_ids:
+    for anchor_id, values in zip(anchor_ids, pairs, strict=True):
         merged = dict(defaults("user_anchor"))
-        for name in merged:
-            value = pairs.get(f"{anchor_id}|{name}")
-            if value is not None:
-                merged[name] = value
+        merged.update(values or {})
         pair_values[anchor_id] = merged
     return RequestFeatures(
         user=user_values,
@@ -145,48 +161,40 @@ class RedisFeatureStore:
             pipe.hset(self.user_key(user_id), mapping=_encode(values))
             pipe.expire(self.user_key(user_id), self.ttl)
         for anchor_id, values in batch.anchors.items():
-            pipe.hset(self.anchor_key(anchor_id), mapping=_encode(values))
-            pipe.expire(self.anchor_key(anchor_id), self.ttl)
-        touched = set()
+            pipe.set(self.anchor_key(anchor_id), _encode_json(values), ex=self.ttl)
+        pairs: dict[str, dict[str, str]] = {}
         for (user_id, anchor_id), values in batch.user_anchor.items():
-            fields = {f"{anchor_id}|{k}": v for k, v in _encode(values).items()}
+            pairs.setdefault(user_id, {})[anchor_id] = _encode_json(values)
+        for user_id, fields in pairs.items():
             pipe.hset(self.pair_key(user_id), mapping=fields)
-            touched.add(user_id)
-        for user_id in touched:
             pipe.expire(self.pair_key(user_id), self.ttl)
         await pipe.execute()
 
     async def read(self, user_id: str, anchor_ids: Sequence[str]) -> RequestFeatures:
+        if not anchor_ids:
+            user = await self.client.hgetall(self.user_key(user_id))
+            return _assemble(user_id, anchor_ids, _decode_hash(user), [], [])
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.user_key(user_id))
-        for anchor_id in anchor_ids:
-            pipe.hgetall(self.anchor_key(anchor_id))
-        names = list(defaults("user_anchor"))
-        fields = [f"{a}|{n}" for a in anchor_ids for n in names]
-        if fields:
-            pipe.hmget(self.pair_key(user_id), fields)
-        replies = await pipe.execute()
-        user = {k.decode(): _decode(k.decode(), v) for k, v in replies[0].items()}
-        anchors = [
-            {k.decode(): _decode(k.decode(), v) for k, v in reply.items()}
-            for reply in replies[1 : 1 + len(anchor_ids)]
-        ]
-        pairs: dict[str, float | str] = {}
-        if fields:
-            for name, raw in zip(fields, replies[-1], strict=True):
-                if raw is not None:
-                    pairs[name] = _decode(name.split("|", 1)[1], raw)
-        return _assemble(user_id, anchor_ids, user, anchors, pairs)
+        pipe.mget([self.anchor_key(a) for a in anchor_ids])
+        pipe.hmget(self.pair_key(user_id), anchor_ids)
+        user, anchors, pairs = await pipe.execute()
+        return _assemble(
+            user_id,
+            anchor_ids,
+            _decode_hash(user),
+            [_decode_json(a) for a in anchors],
+            [_decode_json(p) for p in pairs],
+        )
 
     async def read_anchors(self, anchor_ids: Sequence[str]) -> dict[str, dict[str, float | str]]:
-        pipe = self.client.pipeline(transaction=False)
-        for anchor_id in anchor_ids:
-            pipe.hgetall(self.anchor_key(anchor_id))
-        replies = await pipe.execute()
+        if not anchor_ids:
+            return {}
+        replies = await self.client.mget([self.anchor_key(a) for a in anchor_ids])
         return {
-            anchor_id: {k.decode(): _decode(k.decode(), v) for k, v in reply.items()}
+            anchor_id: _decode_json(reply)
             for anchor_id, reply in zip(anchor_ids, replies, strict=True)
-            if reply
+            if reply is not None
         }
 
     async def close(self) -> None:
@@ -199,21 +207,25 @@ class MemoryFeatureStore:
     def __init__(self) -> None:
         self.users: dict[str, dict[str, float | str]] = {}
         self.anchors: dict[str, dict[str, float | str]] = {}
-        self.pairs: dict[str, dict[str, float | str]] = {}
+        self.pairs: dict[str, dict[str, dict[str, float | str]]] = {}
 
     async def write(self, batch: FeatureWrite) -> None:
+        # As in Redis: a user's fields are updated, an anchor's and a pair's values replaced.
         for user_id, values in batch.users.items():
             self.users.setdefault(user_id, {}).update(values)
         for anchor_id, values in batch.anchors.items():
-            self.anchors.setdefault(anchor_id, {}).update(values)
+            self.anchors[anchor_id] = dict(values)
         for (user_id, anchor_id), values in batch.user_anchor.items():
-            fields = self.pairs.setdefault(user_id, {})
-            fields.update({f"{anchor_id}|{k}": v for k, v in values.items()})
+            self.pairs.setdefault(user_id, {})[anchor_id] = dict(values)
 
     async def read(self, user_id: str, anchor_ids: Sequence[str]) -> RequestFeatures:
-        anchors = [self.anchors.get(a) for a in anchor_ids]
+        pairs = self.pairs.get(user_id, {})
         return _assemble(
-            user_id, anchor_ids, self.users.get(user_id), anchors, self.pairs.get(user_id, {})
+            user_id,
+            anchor_ids,
+            self.users.get(user_id),
+            [self.anchors.get(a) for a in anchor_ids],
+            [pairs.get(a) for a in anchor_ids],
         )
 
     async def read_anchors(self, anchor_ids: Sequence[str]) -> dict[str, dict[str, float | str]]:

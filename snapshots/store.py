@@ -1,8 +1,11 @@
 """Request-time feature snapshots: what the scorer served, keyed by request_id, in HBase.
 
-Table ``<prefix>_snapshots``, family ``f`` with a TTL; row key the request_id; one column
-``f:<anchor_id>`` per candidate holding the features as JSON. The joiner reads them so that a
-sample carries exactly the features the model saw. ``MemorySnapshotStore`` is the in-memory twin.
+Table ``<prefix>_snapshots``, family ``f`` with a TTL; row key the request_id; one cell
+``f:s`` holding the whole request as JSON, ``{"names": [feature, ...], "rows": {anchor_id:
+[value, ...]}}`` (each name written once, not once per candidate: a request has 200). The
+joiner reads them so that a sample carries exactly the features the model saw. A ``None``
+value is not kept (the reader leaves that feature out). ``MemorySnapshotStore`` is the
+in-memory twin.
 """
 
 from __future__ import annotations
@@ -14,12 +17,34 @@ from typing import Any, Protocol
 from features.hbase import HBaseTables
 
 Snapshot = dict[str, dict[str, Any]]  # anchor_id -> features
+CELL = b"f:s"
 
 
 class SnapshotStore(Protocol):
     def put(self, request_id: str, snapshot: Mapping[str, Mapping[str, Any]]) -> None: ...
 
     def get(self, request_ids: Iterable[str]) -> dict[str, Snapshot]: ...
+
+
+def encode_snapshot(snapshot: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """One request's snapshot as the JSON cell (see the module docstring).
+
+    >>> cell = encode_snapshot({"a1": {"a_viewers": 3.0, "c_scene": "home"}, "a2": {}})
+    >>> decode_snapshot(cell)
+    {'a1': {'a_viewers': 3.0, 'c_scene': 'home'}, 'a2': {}}
+    """
+    names = list(dict.fromkeys(name for values in snapshot.values() for name in values))
+    rows = {a: [values.get(n) for n in names] for a, values in snapshot.items()}
+    return json.dumps({"names": names, "rows": rows}, separators=(",", ":")).encode()
+
+
+def decode_snapshot(cell: bytes) -> Snapshot:
+    document = json.loads(cell)
+    names = document["names"]
+    return {
+        anchor_id: {n: v for n, v in zip(names, row, strict=True) if v is not None}
+        for anchor_id, row in document["rows"].items()
+    }
 
 
 class HBaseSnapshotStore:
@@ -31,19 +56,16 @@ class HBaseSnapshotStore:
         return self.tables.table("snapshots", self.families)
 
     def put(self, request_id: str, snapshot: Mapping[str, Mapping[str, Any]]) -> None:
-        columns = {
-            f"f:{anchor_id}".encode(): json.dumps(values, separators=(",", ":")).encode()
-            for anchor_id, values in snapshot.items()
-        }
-        self._table().put(request_id.encode(), columns)
+        self._table().put(request_id.encode(), {CELL: encode_snapshot(snapshot)})
 
     def get(self, request_ids: Iterable[str]) -> dict[str, Snapshot]:
         keys = [r.encode() for r in dict.fromkeys(request_ids)]
         if not keys:
             return {}
         return {
-            key.decode(): {c.decode()[2:]: json.loads(v) for c, v in cols.items()}
-            for key, cols in self._table().rows(keys)
+            key.decode(): decode_snapshot(cells[CELL])
+            for key, cells in self._table().rows(keys, columns=[CELL])
+            if CELL in cells
         }
 
 
@@ -52,7 +74,10 @@ class MemorySnapshotStore:
         self.rows: dict[str, Snapshot] = {}
 
     def put(self, request_id: str, snapshot: Mapping[str, Mapping[str, Any]]) -> None:
-        self.rows.setdefault(request_id, {}).update({a: dict(v) for a, v in snapshot.items()})
+        # As in HBase, a request's snapshot is one value: a second put replaces it.
+        self.rows[request_id] = {
+            a: {n: v for n, v in values.items() if v is not None} for a, values in snapshot.items()
+        }
 
     def get(self, request_ids: Iterable[str]) -> dict[str, Snapshot]:
         return {r: self.rows[r] for r in request_ids if r in self.rows}
