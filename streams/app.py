@@ -39,6 +39,7 @@ from streams.metrics import StreamMetrics
 from streams.pipeline import (
     USER_SOURCES,
     AnchorSide,
+    Highwater,
     Lookups,
     Message,
     UserSide,
@@ -225,13 +226,28 @@ class StreamRuntime:
             anchor_profiles=anchor_profiles,
         )
 
-    def _highwater(self, source: str, partition: int) -> int | None:
-        """The end of a source partition's log as of the consumer's last fetch (None: unknown)."""
-        try:
-            end = self.app.consumer.highwater(TP(self.topic_of(source), partition))
-        except Exception:  # not assigned here (any more) or no fetch yet
-            return None
-        return None if end is None else int(end)
+    async def _log_ends(self, messages: Sequence[Message]) -> Highwater:
+        """Where each source partition's log ends right now, for the partitions this batch
+        touches or that hold events (unknown: None, and nothing is released as caught up).
+
+        Asked of the brokers (one ListOffsets), not taken from the consumer's last fetch:
+        that highwater can be older than events already read from the other topics, and a
+        worker trusting it released impressions before clicks that were already in the log.
+        """
+        assert self.user_side is not None
+        held = {p for p, buffer in self.user_side.buffers.items() if len(buffer)}
+        partitions = {m.partition for m in messages} | held
+        tps = [TP(self.topic_of(s), p) for p in partitions for s in USER_SOURCES]
+        ends: dict[tuple[str, int], int] = {}
+        if tps:
+            try:
+                found = await self.app.consumer.highwaters(*tps)
+            except Exception as exc:  # not assigned here (any more), or the broker is away
+                log.debug("log ends unknown, holding to the slowest source: %s", exc)
+                found = {}
+            topics = {self.topic_of(s): s for s in USER_SOURCES}
+            ends = {(topics[tp.topic], tp.partition): int(end) for tp, end in found.items()}
+        return lambda source, partition: ends.get((source, partition))
 
     async def _hbase(self, call: Any, fallback: Any, what: str) -> Any:
         for attempt in range(3):
@@ -279,7 +295,7 @@ class StreamRuntime:
         if not events:
             return
         messages = self._messages(events)
-        impressions = self.user_side.read(messages, self._highwater)
+        impressions = self.user_side.read(messages, await self._log_ends(messages))
         batch = self.user_side.apply(await self._lookups(impressions))
         # 1. Outputs, made durable. A crash before the commit below repeats the batch; every
         #    output here is idempotent (files rewritten, versions deduplicated, HSET values).
