@@ -97,7 +97,6 @@ class LabelSettings(Section):
     conversion_window: float = Field(1800.0, gt=0)
     effective_watch_seconds: float = Field(30.0, ge=0)
     allowed_lateness: float = Field(60.0, ge=0)
-    tick_interval: float = Field(5.0, gt=0, description="wall seconds between watermark ticks")
 
 
 class AdmissionSettings(Section):
