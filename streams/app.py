@@ -226,17 +226,23 @@ class StreamRuntime:
             anchor_profiles=anchor_profiles,
         )
 
-    async def _log_ends(self, messages: Sequence[Message]) -> Highwater:
-        """Where each source partition's log ends right now, for the partitions this batch
-        touches or that hold events (unknown: None, and nothing is released as caught up).
+    def _fetched_end(self, source: str, partition: int) -> int | None:
+        """The end of a source partition's log as of the consumer's last fetch (None: unknown).
+        Never past the log's true end, so a source read short of it is surely behind."""
+        try:
+            end = self.app.consumer.highwater(TP(self.topic_of(source), partition))
+        except Exception:  # not assigned here (any more) or no fetch yet
+            return None
+        return None if end is None else int(end)
+
+    async def _log_ends(self, partitions: Sequence[int]) -> Highwater:
+        """Where each source partition's log ends right now, for ``partitions`` (unknown:
+        None, and nothing is released as caught up).
 
         Asked of the brokers (one ListOffsets), not taken from the consumer's last fetch:
         that highwater can be older than events already read from the other topics, and a
         worker trusting it released impressions before clicks that were already in the log.
         """
-        assert self.user_side is not None
-        held = {p for p, buffer in self.user_side.buffers.items() if len(buffer)}
-        partitions = {m.partition for m in messages} | held
         tps = [TP(self.topic_of(s), p) for p in partitions for s in USER_SOURCES]
         ends: dict[tuple[str, int], int] = {}
         if tps:
@@ -295,7 +301,11 @@ class StreamRuntime:
         if not events:
             return
         messages = self._messages(events)
-        impressions = self.user_side.read(messages, await self._log_ends(messages))
+        side = self.user_side
+        side.hold(messages)
+        # Only partitions that look read to their end by the last fetch are asked about (a
+        # backlog asks nothing); the brokers' answer decides.
+        impressions = side.release(await self._log_ends(side.at_end(self._fetched_end)))
         batch = self.user_side.apply(await self._lookups(impressions))
         # 1. Outputs, made durable. A crash before the commit below repeats the batch; every
         #    output here is idempotent (files rewritten, versions deduplicated, HSET values).

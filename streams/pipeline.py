@@ -180,6 +180,7 @@ class UserSide:
         self._dirty_pairs: dict[str, float] = {}
         self._batch: UserBatch | None = None
         self._due: dict[int, list[Released]] = {}
+        self._touched: set[int] = set()
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -230,30 +231,46 @@ class UserSide:
     def read(
         self, messages: Sequence[Message], highwater: Highwater | None = None
     ) -> list[Impression]:
-        """Read a batch: dead letters, watermarks, ticks; every event is held until every
-        source of its partition has been read past it. Returns the impressions ``apply`` will
-        now take in, whose lookups it needs.
+        """``hold`` then ``release``: read a batch and return the impressions ``apply`` will
+        now take in, whose lookups it needs."""
+        self.hold(messages)
+        return self.release(highwater)
 
-        ``highwater`` tells when a partition's sources are all read to their end, so nothing
-        read can be overtaken and every held event goes at once (a live worker's normal case).
-        """
+    def hold(self, messages: Sequence[Message]) -> None:
+        """Read a batch: dead letters, watermarks, ticks; every event is held until every
+        source of its partition has been read past it."""
         assert self._batch is None, "apply() the batch that was read first"
         batch = self._batch = UserBatch()
-        touched: set[int] = set()
+        self._touched = set()
         for message in messages:
             partition = message.partition
             self.core(partition)  # the partition's join, watermark and buffer, once
             mark = self.marks[partition]
-            touched.add(partition)
+            self._touched.add(partition)
             if not self._in_order(message, mark, batch):
                 continue
             if message.topic == "control":
                 self._control(message, mark)
             else:
                 self._read_event(message, mark, batch)
+
+    def at_end(self, highwater: Highwater) -> list[int]:
+        """The partitions holding events whose sources are all read to ``highwater``."""
+        return [
+            partition
+            for partition, buffer in self.buffers.items()
+            if len(buffer)
+            and len(self._caught_up(partition, self.marks[partition], highwater))
+            == len(USER_SOURCES)
+        ]
+
+    def release(self, highwater: Highwater | None = None) -> list[Impression]:
+        """Release what the held events' partitions have been read past. ``highwater`` tells
+        when a partition's sources are all read to their end, so nothing read can be
+        overtaken and every held event goes at once (a live worker's normal case)."""
         due = self._due = {}
         for partition, buffer in self.buffers.items():
-            if partition in touched or len(buffer):
+            if partition in self._touched or len(buffer):
                 mark = self.marks[partition]
                 caught_up = self._caught_up(partition, mark, highwater) if highwater else ()
                 due[partition] = buffer.release(mark.release_bound(caught_up))
