@@ -18,6 +18,7 @@ lateness), the final labels are a function of the set of events alone, whatever 
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 from collections.abc import Mapping, MutableMapping
@@ -135,7 +136,13 @@ def _events(entry: list[Any], slot: int) -> dict[str, Any]:
 
 
 def _imp(entry: list[Any]) -> Impression | None:
-    return None if entry[IMP] is None else Impression(*json.loads(entry[IMP]))
+    return None if entry[IMP] is None else _unpack_impression(entry[IMP])
+
+
+@functools.lru_cache(maxsize=4096)
+def _unpack_impression(text: str) -> Impression:
+    # Cached: one event reads its entry's impression several times (seen, labels, deadline).
+    return Impression(*json.loads(text))
 
 
 class JoinCore:
