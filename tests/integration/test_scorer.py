@@ -49,6 +49,15 @@ def publish_version(settings: Settings, learner: Learner, index: int) -> str:
     return publish_learner(CheckpointStore(settings.checkpoint_root), learner, index)
 
 
+def wait_until_serving(client: Any, version: str, what: str) -> None:
+    wait_for(
+        lambda: client.get("/healthz").json()["model_version"] == version,
+        POLL + 10,
+        what,
+        poll=0.1,
+    )
+
+
 def start_scorer(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     env = worker_env(settings)
     env.update(
@@ -97,12 +106,7 @@ def test_pickup_rank_snapshot_and_the_joiner_trains_on_it(scorer_world: Any) -> 
     learner.fit(synthetic(4000, 1), "incremental")
     published_at = time.monotonic()
     version = publish_version(settings, learner, 1)
-    wait_for(
-        lambda: client.get("/healthz").json()["model_version"] == version,
-        POLL + 10,
-        "the scorer to load the version",
-        poll=0.1,
-    )
+    wait_until_serving(client, version, "the scorer to load the version")
     picked_up = time.monotonic() - published_at
     assert picked_up <= POLL + 5
 
@@ -222,14 +226,13 @@ def test_hot_swap_under_load_fails_no_request(scorer_world: Any) -> None:
     learner = Learner(settings)
     learner.fit(synthetic(3000, 1), "incremental")
     published = [publish_version(settings, learner, 1)]
-    served = lambda v: client.get("/healthz").json()["model_version"] == v  # noqa: E731
-    wait_for(lambda: served(published[0]), POLL + 10, "the first version", poll=0.1)
+    wait_until_serving(client, published[0], "the first version")
     with Load(client) as load:
         for index in (2, 3, 4):
             wait_for(lambda n=20 * index: load.count() > n, 30, "requests under load", poll=0.05)
             learner.fit(synthetic(1000, index), "incremental")
             published.append(publish_version(settings, learner, index))
-            wait_for(lambda: served(published[-1]), POLL + 10, "the new version", poll=0.1)
+            wait_until_serving(client, published[-1], "the new version")
         before = load.count()
         wait_for(lambda: load.count() > before + 20, 30, "requests on the last version")
     assert load.errors == []
@@ -247,12 +250,7 @@ def test_redis_stopped_mid_load_degrades_and_recovers_without_a_restart(
     learner = Learner(settings)
     learner.fit(synthetic(3000, 1), "incremental")
     version = publish_version(settings, learner, 1)
-    wait_for(
-        lambda: client.get("/healthz").json()["model_version"] == version,
-        POLL + 10,
-        "the version",
-        poll=0.1,
-    )
+    wait_until_serving(client, version, "the version")
     with Load(client) as load:
         wait_for(lambda: load.count() > 20, 30, "requests under load", poll=0.05)
         services.down(["redis"])
