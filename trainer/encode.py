@@ -41,7 +41,8 @@ class Batch:
     def __len__(self) -> int:
         return int(self.single.shape[0])
 
-    def slice(self, index: torch.Tensor) -> Batch:
+    def slice(self, index: torch.Tensor | slice) -> Batch:
+        """The rows at ``index`` (a tensor of positions copies; a slice gives views)."""
         return Batch(
             self.single[index],
             [s[index] for s in self.sequences],

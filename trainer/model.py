@@ -47,13 +47,14 @@ class ModelConfig:
     interest_sequence: int  # index into sequence_fields
     interest_target: int  # index into single_fields
     objective: str = "esmm"
+    mlp_dtype: str = "float32"  # or "bfloat16": the towers' MLP under autocast
     specs: tuple[FieldSpec, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def build(
         cls, specs: list[FieldSpec], dim: int, hidden: tuple[int, ...], interest: tuple[str, str],
-        objective: str,
+        objective: str, mlp_dtype: str = "float32",
     ) -> ModelConfig:  # fmt: skip
         """From the field list; ``interest`` is (sequence field, target field)."""
         single = tuple(s.name for s in specs if s.kind != "sequence")
@@ -68,6 +69,7 @@ class ModelConfig:
             interest_sequence=[s.name for s in sequences].index(interest[0]),
             interest_target=single.index(interest[1]),
             objective=objective,
+            mlp_dtype=mlp_dtype,
             specs=tuple(specs),
         )
 
@@ -103,6 +105,8 @@ class ModelConfig:
             raise ValueError("model config: interest_sequence out of range")
         if not 0 <= self.interest_target < len(single):
             raise ValueError("model config: interest_target out of range")
+        if self.mlp_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"model config: mlp_dtype {self.mlp_dtype!r} is not known")
 
 
 class SparseTables:
@@ -142,8 +146,32 @@ class SparseTables:
         self.embedding[PADDING_ROW] = 0.0
 
 
+@dataclass
+class Packed:
+    """A batch's sequence field without its padding: one entry per present item."""
+
+    owner: torch.Tensor  # [P] the sample each item belongs to (ascending)
+    position: torch.Tensor  # [P] its place in the sample's sequence
+    count: torch.Tensor  # [N, 1] items per sample, at least 1 (a mean's divisor)
+
+    @classmethod
+    def of(cls, sequence: torch.Tensor) -> Packed:
+        owner, position = torch.nonzero(sequence != PADDING_ROW, as_tuple=True)
+        count = torch.bincount(owner, minlength=sequence.shape[0]).clamp(min=1)
+        return cls(owner, position, count.unsqueeze(1).to(torch.float32))
+
+    def total(self, values: torch.Tensor, samples: int) -> torch.Tensor:
+        """Per-sample sum of ``values`` ([P, K] → [N, K]); an empty sequence sums to zero."""
+        out = values.new_zeros(samples, values.shape[1])
+        return out.index_add(0, self.owner, values)
+
+
 class Interest(nn.Module):
-    """Attention of the target item over a sequence of items (masked, with positions)."""
+    """Attention of the target item over a sequence of items (with positions).
+
+    The items come packed (no padding): most users' recent lists are far shorter than the
+    field's length, and a padded [N, L, D] attention spent most of a step on zeros.
+    """
 
     def __init__(self, dim: int, length: int) -> None:
         super().__init__()
@@ -151,14 +179,18 @@ class Interest(nn.Module):
         self.position = nn.Parameter(torch.zeros(length, dim))
         self.scale = 1.0 / math.sqrt(dim)
 
-    def forward(
-        self, target: torch.Tensor, items: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        keys = items + self.position[: items.shape[1]]
-        scores = torch.einsum("bd,bld->bl", self.query(target), keys) * self.scale
-        scores = scores.masked_fill(~mask, -1e9)
-        weights = torch.softmax(scores, dim=1) * mask  # an empty sequence attends to nothing
-        return torch.einsum("bl,bld->bd", weights, items)
+    def forward(self, target: torch.Tensor, items: torch.Tensor, packed: Packed) -> torch.Tensor:
+        query = self.query(target).index_select(0, packed.owner)
+        keys = items + self.position.index_select(0, packed.position)
+        scores = (query * keys).sum(dim=1) * self.scale
+        # A softmax within each sample's items; the shift by the sample's top score only
+        # keeps exp() in range, so no gradient flows through it.
+        top = scores.new_full((target.shape[0],), -math.inf)
+        top = top.scatter_reduce(0, packed.owner, scores.detach(), "amax")
+        weights = torch.exp(scores - top.index_select(0, packed.owner))
+        norm = packed.total(weights.unsqueeze(1), target.shape[0])
+        weights = weights / norm.squeeze(1).index_select(0, packed.owner)
+        return packed.total(weights.unsqueeze(1) * items, target.shape[0])
 
 
 class ResidualMLP(nn.Module):
@@ -173,42 +205,40 @@ class ResidualMLP(nn.Module):
             width = size
         self.out = nn.Linear(width, 1)
 
+    @property
+    def first(self) -> nn.Linear:
+        layer: nn.Linear = self.layers[0]  # type: ignore[assignment]
+        return layer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer, block in zip(self.layers, self.blocks, strict=True):
-            x = torch.relu(layer(x))
+        return self.finish(self.first(x))
+
+    def finish(self, first: torch.Tensor) -> torch.Tensor:
+        """The rest of the network from the first layer's output (before its ReLU)."""
+        x = first
+        for index, (layer, block) in enumerate(zip(self.layers, self.blocks, strict=True)):
+            x = torch.relu(x if index == 0 else layer(x))
             x = x + torch.relu(block(x))
         out: torch.Tensor = self.out(x).squeeze(1)
         return out
 
 
 class Tower(nn.Module):
-    """One DFM tower: wide + FM + interest + residual MLP → a logit."""
+    """One DFM tower: wide + FM + interest + residual MLP → a logit.
+
+    Its input fields are the batch's single fields, the pooled sequences and its own
+    interest output, then the dense values; ``ESMM.forward`` computes the parts the towers
+    share once (see there), which gives the same logit as this tower on its own would.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config
         length = config.sequence_lengths[config.interest_sequence]
-        self.interest = Interest(config.dim, length)
+        self.interest: Interest = Interest(config.dim, length)
         fields = len(config.single_fields) + len(config.sequence_fields) + 1
-        self.mlp = ResidualMLP(fields * config.dim + len(config.numeric_fields), config.hidden)
+        width = fields * config.dim + len(config.numeric_fields)
+        self.mlp: ResidualMLP = ResidualMLP(width, config.hidden)
         self.bias = nn.Parameter(torch.zeros(1))
-
-    def forward(
-        self,
-        single: torch.Tensor,
-        pooled: list[torch.Tensor],
-        items: torch.Tensor,
-        mask: torch.Tensor,
-        dense: torch.Tensor,
-        wide: torch.Tensor,
-    ) -> torch.Tensor:
-        target = single[:, self.config.interest_target]
-        interest = self.interest(target, items, mask)
-        fields = torch.cat([single, torch.stack([*pooled, interest], dim=1)], dim=1)
-        total = fields.sum(dim=1)
-        fm = 0.5 * (total.pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1)
-        deep: torch.Tensor = self.mlp(torch.cat([fields.flatten(1), dense], dim=1))
-        return self.bias + wide + fm + deep
 
 
 @dataclass
@@ -219,6 +249,7 @@ class Gathered:
     embedding: torch.Tensor  # [U, D] requires grad
     wide: torch.Tensor  # [U, 2] requires grad
     inverse: torch.Tensor  # position in ``rows`` of every looked-up row
+    sequences: list[Packed]  # each sequence field's present items, in ``inverse`` order
 
 
 class ESMM(nn.Module):
@@ -229,42 +260,87 @@ class ESMM(nn.Module):
         self.config = config
         self.towers = nn.ModuleDict({name: Tower(config) for name in TOWERS})
 
+    def tower_list(self) -> list[Tower]:
+        """The towers in ``TOWERS`` order (CTR, CVR)."""
+        return [self.towers[name] for name in TOWERS]  # type: ignore[misc]
+
     def gather(self, tables: SparseTables, batch: Batch, train: bool) -> Gathered:
-        looked_up = torch.cat([batch.single.flatten(), *[s.flatten() for s in batch.sequences]])
+        sequences = [Packed.of(s) for s in batch.sequences]
+        looked_up = torch.cat(
+            [batch.single.flatten()]
+            + [s[p.owner, p.position] for s, p in zip(batch.sequences, sequences, strict=True)]
+        )
         rows, inverse = torch.unique(looked_up, return_inverse=True)
         embedding = tables.embedding[rows]
         wide = tables.wide[rows]
         if train:
             embedding.requires_grad_(True)
             wide.requires_grad_(True)
-        return Gathered(rows, embedding, wide, inverse)
+        return Gathered(rows, embedding, wide, inverse, sequences)
 
     def forward(self, gathered: Gathered, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         n, fields = batch.single.shape
         dim = self.config.dim
         # One index_select per part: its backward is an index_add into the few gathered
         # rows (indexing's backward, and slicing one big gather, cost several times more).
-        sizes = [n * fields] + [n * s.shape[1] for s in batch.sequences]
+        sizes = [n * fields] + [len(p.owner) for p in gathered.sequences]
         inverses = torch.split(gathered.inverse, sizes)
         single = gathered.embedding.index_select(0, inverses[0]).view(n, fields, dim)
         wide_sum = gathered.wide.index_select(0, inverses[0]).view(n, fields, -1).sum(dim=1)
-        pooled, items, mask = [], torch.empty(0), torch.empty(0, dtype=torch.bool)
-        for index, sequence in enumerate(batch.sequences):
-            length = sequence.shape[1]
+        pooled = []
+        items, interest = torch.empty(0), gathered.sequences[self.config.interest_sequence]
+        for index, packed in enumerate(gathered.sequences):
             rows = inverses[index + 1]
-            part = gathered.embedding.index_select(0, rows).view(n, length, dim)
-            part_wide = gathered.wide.index_select(0, rows).view(n, length, -1)
-            present = sequence != PADDING_ROW
-            count = present.sum(dim=1, keepdim=True).clamp(min=1)
-            pooled.append(part.sum(dim=1) / count)  # padding rows are zero
-            wide_sum = wide_sum + part_wide.sum(dim=1) / count
+            part = gathered.embedding.index_select(0, rows)
+            pooled.append(packed.total(part, n) / packed.count)
+            part_wide = gathered.wide.index_select(0, rows)
+            wide_sum = wide_sum + packed.total(part_wide, n) / packed.count
             if index == self.config.interest_sequence:
-                items, mask = part, present
+                items = part
+        # The fields every tower sees; each tower adds its own interest output to them.
+        shared = torch.cat([single, torch.stack(pooled, dim=1)], dim=1)
+        towers = self.tower_list()
+        target = single[:, self.config.interest_target]
+        interests = [tower.interest(target, items, interest) for tower in towers]
+        fms = self._fm(shared, interests)
+        deeps = self._deep(shared, batch.dense, interests)
         logits = [
-            self.towers[name](single, pooled, items, mask, batch.dense, wide_sum[:, i])
-            for i, name in enumerate(TOWERS)
+            tower.bias + wide_sum[:, i] + fm + deep
+            for i, (tower, fm, deep) in enumerate(zip(towers, fms, deeps, strict=True))
         ]
         return logits[0], logits[1]
+
+    @staticmethod
+    def _fm(shared: torch.Tensor, interests: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each tower's ½((Σv)² − Σv²) over the shared fields plus its interest output."""
+        total, squares = shared.sum(dim=1), shared.pow(2).sum(dim=1)
+        return [
+            0.5 * ((total + interest).pow(2) - squares - interest.pow(2)).sum(dim=1)
+            for interest in interests
+        ]
+
+    def _deep(
+        self, shared: torch.Tensor, dense: torch.Tensor, interests: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Each tower's MLP. The towers' inputs differ only in the interest columns, so
+        their first layers run as one matmul over the shared columns (one input cast, one
+        gradient for it) plus a small one over each tower's interest."""
+        cut, dim = shared.shape[1] * shared.shape[2], self.config.dim
+        mlps = [tower.mlp for tower in self.tower_list()]
+        # Tower input columns: shared fields [0, cut), interest [cut, cut + dim), dense after.
+        weight = torch.cat(
+            [torch.cat([m.first.weight[:, :cut], m.first.weight[:, cut + dim :]], 1) for m in mlps]
+        )
+        bias = torch.cat([m.first.bias for m in mlps])
+        low = self.config.mlp_dtype == "bfloat16"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+            joint = nn.functional.linear(torch.cat([shared.flatten(1), dense], 1), weight, bias)
+            parts = torch.split(joint, [m.first.out_features for m in mlps], dim=1)
+            deeps = [
+                m.finish(part + nn.functional.linear(interest, m.first.weight[:, cut : cut + dim]))
+                for m, part, interest in zip(mlps, parts, interests, strict=True)
+            ]
+        return [deep.float() for deep in deeps]
 
 
 def probabilities(

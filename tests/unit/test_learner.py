@@ -65,6 +65,60 @@ def test_sequences_are_padded_and_unknown_values_get_the_default_row() -> None:
     assert recent[1].tolist() == [PADDING_ROW] * recent.shape[1]
 
 
+def reference_logits(learner: Learner, table: pa.Table) -> list[torch.Tensor]:
+    """Each tower's logit from the model's definition, written plainly: padded sequences, a
+    masked softmax, every field through its own tower (none of the model's shortcuts)."""
+    config, batch = learner.config, learner.encoder.encode(table)
+    embedding, wide = learner.tables.embedding, learner.tables.wide
+    single = embedding[batch.single]
+    present = [(s != PADDING_ROW).unsqueeze(2).float() for s in batch.sequences]
+    counts = [p.sum(dim=1).clamp(min=1) for p in present]
+    parts = list(zip(batch.sequences, present, counts, strict=True))
+    pooled = [(embedding[s] * p).sum(dim=1) / c for s, p, c in parts]
+    wide_sum = wide[batch.single].sum(dim=1) + sum(
+        (wide[s] * p).sum(dim=1) / c for s, p, c in parts
+    )
+    items = embedding[batch.sequences[config.interest_sequence]]
+    mask = batch.sequences[config.interest_sequence] != PADDING_ROW
+    logits = []
+    for index, tower in enumerate(learner.model.towers.values()):
+        attention = tower.interest
+        query = attention.query(single[:, config.interest_target])
+        keys = items + attention.position[: items.shape[1]]
+        scores = torch.einsum("bd,bld->bl", query, keys) * attention.scale
+        weights = torch.softmax(scores.masked_fill(~mask, -1e9), dim=1) * mask
+        interest = torch.einsum("bl,bld->bd", weights, items)
+        fields = torch.cat([single, torch.stack([*pooled, interest], dim=1)], dim=1)
+        fm = 0.5 * (fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1)
+        deep = tower.mlp(torch.cat([fields.flatten(1), batch.dense], dim=1))
+        logits.append(tower.bias + wide_sum[:, index] + fm + deep)
+    return logits
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("bfloat16", 0.05)])
+def test_the_model_computes_its_definition(dtype: str, tolerance: float) -> None:
+    learner = Learner(settings(mlp_dtype=dtype))
+    learner.fit(synthetic(3000, 11), "incremental")
+    table = synthetic(300, 12)
+    # Some users with an empty recent list, some with one item.
+    recent = ["", "a1", *table["u_recent_anchors"].to_pylist()[2:]]
+    table = table.set_column(
+        table.column_names.index("u_recent_anchors"), "u_recent_anchors", pa.array(recent)
+    )
+    with torch.no_grad():  # weights large enough that every term moves the logits
+        learner.tables.embedding.mul_(10.0)
+        for tower in learner.model.towers.values():
+            tower.interest.position.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    learner.model.eval()
+    with torch.inference_mode():
+        batch = learner.encoder.encode(table)
+        got = learner.model(learner.model.gather(learner.tables, batch, train=False), batch)
+        want = reference_logits(learner, table)
+    assert float(want[0].std()) > 0.1 and float(want[1].std()) > 0.1
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=tolerance, rtol=0)
+
+
 def test_the_learner_learns_which_anchors_get_clicked() -> None:
     learner = Learner(settings())
     train, test = synthetic(20000, 1), synthetic(5000, 2)
