@@ -22,7 +22,7 @@ import torch
 
 from liverank.settings import Settings
 from trainer.admission import AdmissionRule, Phase, rule_for
-from trainer.encode import Batch, Encoder
+from trainer.encode import Batch, Columns, Encoder
 from trainer.fields import field_specs
 from trainer.metrics import quality
 from trainer.model import ESMM, ModelConfig, SparseTables, loss, probabilities
@@ -88,10 +88,12 @@ class Learner:
         self.tables.init_rows(new_rows)
         self.sparse.reset_rows(new_rows)
 
-    def observe(self, table: pa.Table, phase: Phase) -> int:
+    def observe(self, table: pa.Table | Columns, phase: Phase) -> int:
         """Count the table's IDs into the vocabulary (admission); return how many were new."""
-        ts = float(pc.max(table["ts"]).as_py()) if "ts" in table.column_names else 0.0
-        new_rows = self.encoder.observe(table, ts, self.rules, phase)
+        columns = Columns.of(table)
+        names = columns.table.column_names
+        ts = float(pc.max(columns.table["ts"]).as_py()) if "ts" in names else 0.0
+        new_rows = self.encoder.observe(columns, ts, self.rules, phase)
         self._grow(new_rows)
         self.sparse.refresh_l1(self.vocab, self.rules)
         return len(new_rows)
@@ -107,10 +109,11 @@ class Learner:
         stats = FitStats(samples=table.num_rows)
         if table.num_rows == 0:
             return stats
-        stats.new_rows = self.observe(table, phase)
+        columns = Columns(table)
+        stats.new_rows = self.observe(columns, phase)
         seed = self.settings.trainer.seed + int(float(pc.min(table["ts"]).as_py() or 0))
         order = torch.randperm(table.num_rows, generator=torch.Generator().manual_seed(seed))
-        batch = self.encoder.encode(table).slice(order)  # shuffled once; batches are views
+        batch = self.encoder.encode(columns).slice(order)  # shuffled once; batches are views
         size = self.settings.trainer.batch_size
         self.model.train()
         losses = []
