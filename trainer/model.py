@@ -19,8 +19,10 @@ rows, not the table (``trainer.optim``).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +34,26 @@ from trainer.vocab import PADDING_ROW
 
 SCHEMA_VERSION = 1
 TOWERS = ("ctr", "cvr")
+log = logging.getLogger("liverank.trainer")
+
+
+def native_bfloat16(cpuinfo: str | None = None) -> bool | None:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX); None when unknown.
+
+    >>> native_bfloat16("flags : fpu avx2 avx512f avx512_bf16")
+    True
+    >>> native_bfloat16("flags : fpu avx2 avx512f")
+    False
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = set(cpuinfo.split())
+    if not flags & {"avx2", "avx512f", "asimd", "fp"}:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 @dataclass(frozen=True)
@@ -259,6 +281,12 @@ class ESMM(nn.Module):
         super().__init__()
         self.config = config
         self.towers = nn.ModuleDict({name: Tower(config) for name in TOWERS})
+        if config.mlp_dtype == "bfloat16" and native_bfloat16() is False:
+            log.warning(
+                "trainer.mlp_dtype is bfloat16 but this CPU has no native bfloat16 "
+                "(AVX512-BF16 or AMX): the MLP runs emulated and slower; "
+                'set trainer.mlp_dtype = "float32"'
+            )
 
     def tower_list(self) -> list[Tower]:
         """The towers in ``TOWERS`` order (CTR, CVR)."""
