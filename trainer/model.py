@@ -299,8 +299,8 @@ class ESMM(nn.Module):
             + [s[p.owner, p.position] for s, p in zip(batch.sequences, sequences, strict=True)]
         )
         rows, inverse = torch.unique(looked_up, return_inverse=True)
-        embedding = tables.embedding[rows]
-        wide = tables.wide[rows]
+        embedding = tables.embedding.index_select(0, rows)
+        wide = tables.wide.index_select(0, rows)
         if train:
             embedding.requires_grad_(True)
             wide.requires_grad_(True)

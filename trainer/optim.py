@@ -107,34 +107,36 @@ class SparseOptimizer:
 
     def step(self, tables: SparseTables, gathered: Gathered, scale: float) -> None:
         """Apply the gathered rows' gradients (``scale`` turns a batch mean into a sum)."""
-        rows = gathered.rows
         assert gathered.embedding.grad is not None and gathered.wide.grad is not None
-        keep = rows != PADDING_ROW
-        rows = rows[keep]
-        g_emb = gathered.embedding.grad[keep] * scale
-        g_wide = gathered.wide.grad[keep] * scale
-        emb = gathered.embedding.detach()[keep]
-        wide = gathered.wide.detach()[keep]
-        l1 = self.row_l1[rows]
+        # The padding row never moves. ``rows`` is sorted, so it can only come first: a
+        # slice (views) instead of a mask (copies). Gathers and scatters by index_select /
+        # index_copy_, several times cheaper than indexing with a tensor.
+        first = 1 if len(gathered.rows) and int(gathered.rows[0]) == PADDING_ROW else 0
+        rows = gathered.rows[first:]
+        g_emb = gathered.embedding.grad[first:] * scale
+        g_wide = gathered.wide.grad[first:] * scale
+        emb = gathered.embedding.detach()[first:]
+        wide = gathered.wide.detach()[first:]
+        l1 = self.row_l1.index_select(0, rows)
 
-        accumulator = self.accumulator[rows] + g_emb.pow(2).mean(dim=1)
-        self.accumulator[rows] = accumulator
+        accumulator = self.accumulator.index_select(0, rows) + g_emb.pow(2).mean(dim=1)
+        self.accumulator.index_copy_(0, rows, accumulator)
         step = self.lr / (accumulator.sqrt() + EPS)
         emb = emb - step.unsqueeze(1) * g_emb
         if bool((l1 > 0).any()):
             emb = group_lasso(emb, step * l1)
-        tables.embedding[rows] = emb
+        tables.embedding.index_copy_(0, rows, emb)
 
         w, z, n = ftrl(
             wide,
             g_wide,
-            self.z[rows],
-            self.n[rows],
+            self.z.index_select(0, rows),
+            self.n.index_select(0, rows),
             l1.unsqueeze(1),
             self.alpha,
             self.beta,
             self.l2,
         )
-        tables.wide[rows] = w
-        self.z[rows] = z
-        self.n[rows] = n
+        tables.wide.index_copy_(0, rows, w)
+        self.z.index_copy_(0, rows, z)
+        self.n.index_copy_(0, rows, n)
