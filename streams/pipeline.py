@@ -12,6 +12,7 @@ status and anchor activity. The faust shell (``streams.app``) only moves bytes.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,10 @@ from streams.reorder import Released, ReorderBuffer
 from streams.watermark import PartitionWatermark
 
 USER_SOURCES = ("impressions", "clicks", "watch", "actions")
+log = logging.getLogger("liverank.streams")
+# Batches a gap may be seen in before it is taken for a real hole in the log: after a seek,
+# the consumer can still hand over messages it had fetched from the old position.
+REWIND_ATTEMPTS = 50
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,7 @@ class UserSide:
         self._pairs: dict[str, UserAnchorState] = {}
         self._first_ts: dict[int, float] = {}
         self._dirty_users: dict[str, float] = {}
-        self._rewound: dict[tuple[str, int], int] = {}
+        self._rewound: dict[tuple[str, int], tuple[int, int]] = {}  # (gap, times asked)
         self._dirty_pairs: dict[str, float] = {}
         self._batch: UserBatch | None = None
         self._due: dict[int, list[Released]] = {}
@@ -343,7 +348,9 @@ class UserSide:
         already holds); a newer one past a gap means the consumer skipped messages (offsets
         committed past events whose effects were lost in a crash): the batch stops reading
         that topic-partition and asks to read it again from the gap. A gap seen again right
-        after such a rewind is a real hole in the log.
+        that topic-partition and asks to read it again from the gap. Messages past the gap can
+        still come after the seek (fetched before it): they are refused and the rewind asked
+        again. A gap still there after ``REWIND_ATTEMPTS`` batches is a real hole in the log.
         """
         if message.topic not in USER_SOURCES:
             return True
@@ -354,12 +361,23 @@ class UserSide:
         if applied is None or message.offset <= applied:
             return True
         expected = applied + 1
-        if message.offset > expected and self._rewound.get(tp) != expected:
-            self._rewound[tp] = expected
-            batch.rewind[tp] = expected
-            self.counters.bump(self.counters.events_in, "rewinds")
-            return False
-        return True
+        if message.offset == expected:
+            self._rewound.pop(tp, None)
+            return True
+        gap, asked = self._rewound.get(tp, (expected, 0))
+        asked = asked if gap == expected else 0
+        if asked >= REWIND_ATTEMPTS:
+            self._rewound.pop(tp, None)
+            self.counters.bump(self.counters.events_in, "holes")
+            log.warning(
+                "%s[%d]: offsets %d..%d are not in the log; going on from %d",
+                *tp, expected, message.offset - 1, message.offset,
+            )  # fmt: skip
+            return True
+        self._rewound[tp] = (expected, asked + 1)
+        batch.rewind[tp] = expected
+        self.counters.bump(self.counters.events_in, "rewinds")
+        return False
 
     def commit(self) -> None:
         """The batch's outputs are durable: apply its state changes to the tables."""
