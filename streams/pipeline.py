@@ -229,17 +229,10 @@ class UserSide:
     def process(
         self, messages: Sequence[Message], lookups: Lookups, highwater: Highwater | None = None
     ) -> UserBatch:
-        """``read`` then ``apply``, for callers whose lookups are at hand."""
-        self.read(messages, highwater)
-        return self.apply(lookups)
-
-    def read(
-        self, messages: Sequence[Message], highwater: Highwater | None = None
-    ) -> list[Impression]:
-        """``hold`` then ``release``: read a batch and return the impressions ``apply`` will
-        now take in, whose lookups it needs."""
+        """``hold``, ``release`` and ``apply``, for callers whose lookups are at hand."""
         self.hold(messages)
-        return self.release(highwater)
+        self.release(highwater)
+        return self.apply(lookups)
 
     def hold(self, messages: Sequence[Message]) -> None:
         """Read a batch: dead letters, watermarks, ticks; every event is held until every
@@ -347,7 +340,6 @@ class UserSide:
         state). An older message is read again after a restart (each table drops what it
         already holds); a newer one past a gap means the consumer skipped messages (offsets
         committed past events whose effects were lost in a crash): the batch stops reading
-        that topic-partition and asks to read it again from the gap. A gap seen again right
         that topic-partition and asks to read it again from the gap. Messages past the gap can
         still come after the seek (fetched before it): they are refused and the rewind asked
         again. A gap still there after ``REWIND_ATTEMPTS`` batches is a real hole in the log.

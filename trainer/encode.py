@@ -97,32 +97,46 @@ def _buckets(spec: FieldSpec, values: np.ndarray) -> np.ndarray:
     return buckets
 
 
+@dataclass
+class Values:
+    """An ID field's values, or a sequence's items, each distinct value once."""
+
+    dictionary: list[str]  # the distinct values
+    indices: np.ndarray  # [M] position in ``dictionary`` of every value
+    lengths: np.ndarray | None  # [N] items per row (sequences only)
+
+
 class Columns:
     """A table's fields as the encoder reads them, each worked out once: training counts a
     table's values (admission) and then encodes it, and both read the same columns."""
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table
-        self._numbers: dict[str, np.ndarray] = {}
-        self._values: dict[str, tuple[pa.DictionaryArray, np.ndarray | None]] = {}
+        self._numbers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._values: dict[str, Values] = {}
 
     @classmethod
     def of(cls, table: pa.Table | Columns) -> Columns:
         return table if isinstance(table, Columns) else cls(table)
 
-    def numbers(self, spec: FieldSpec) -> np.ndarray:
+    def numbers(self, spec: FieldSpec) -> tuple[np.ndarray, np.ndarray]:
+        """A numeric field's values and their buckets."""
         if spec.name not in self._numbers:
-            self._numbers[spec.name] = _numbers(self.table, spec)
+            values = _numbers(self.table, spec)
+            self._numbers[spec.name] = (values, _buckets(spec, values))
         return self._numbers[spec.name]
 
-    def values(self, spec: FieldSpec) -> tuple[pa.DictionaryArray, np.ndarray | None]:
-        """An ID field's values, or a sequence's items with each row's item count, as a
-        dictionary array (each distinct value once)."""
+    def values(self, spec: FieldSpec) -> Values:
         if spec.name not in self._values:
             strings, lengths = _strings(self.table, spec), None
             if spec.kind == "sequence":
                 strings, lengths = _items(strings, spec.max_length)
-            self._values[spec.name] = (pc.dictionary_encode(strings), lengths)
+            encoded = pc.dictionary_encode(strings)
+            self._values[spec.name] = Values(
+                encoded.dictionary.to_pylist(),
+                encoded.indices.to_numpy(zero_copy_only=False),
+                lengths,
+            )
         return self._values[spec.name]
 
 
@@ -147,18 +161,13 @@ class Encoder:
         for spec in self.specs:
             counter = counts.setdefault(spec.vocab, Counter())
             if spec.kind == "numeric":
-                buckets = np.bincount(
-                    _buckets(spec, columns.numbers(spec)), minlength=len(spec.boundaries) + 1
-                )
-                counter.update({str(b): int(n) for b, n in enumerate(buckets) if n})
+                _, buckets = columns.numbers(spec)
+                occurrences = np.bincount(buckets, minlength=len(spec.boundaries) + 1)
+                counter.update({str(b): int(n) for b, n in enumerate(occurrences) if n})
                 continue
-            encoded, _ = columns.values(spec)
-            if len(encoded) == 0:
-                continue
-            occurrences = np.bincount(
-                encoded.indices.to_numpy(zero_copy_only=False), minlength=len(encoded.dictionary)
-            )
-            for value, n in zip(encoded.dictionary.to_pylist(), occurrences.tolist(), strict=True):
+            values = columns.values(spec)
+            occurrences = np.bincount(values.indices, minlength=len(values.dictionary))
+            for value, n in zip(values.dictionary, occurrences.tolist(), strict=True):
                 if value != "" and n:
                     counter[value] += n
         return counts
@@ -178,12 +187,11 @@ class Encoder:
 
     # -- encoding ----------------------------------------------------------------------------
 
-    def _rows(self, spec: FieldSpec, encoded: pa.DictionaryArray) -> np.ndarray:
-        if len(encoded) == 0:
+    def _rows(self, spec: FieldSpec, values: Values) -> np.ndarray:
+        if len(values.indices) == 0:
             return np.zeros(0, dtype=np.int64)
-        mapping = self.vocab.lookup(spec.vocab, encoded.dictionary.to_pylist())
-        indices = encoded.indices.to_numpy(zero_copy_only=False)
-        return np.asarray(mapping[indices], dtype=np.int64)
+        mapping = self.vocab.lookup(spec.vocab, values.dictionary)
+        return np.asarray(mapping[values.indices], dtype=np.int64)
 
     def encode(self, table: pa.Table | Columns) -> Batch:
         columns = Columns.of(table)
@@ -193,18 +201,19 @@ class Encoder:
         numeric_index = 0
         for i, spec in enumerate(self.single):
             if spec.kind == "numeric":
-                values = columns.numbers(spec)
+                values, buckets = columns.numbers(spec)
                 labels = [str(b) for b in range(len(spec.boundaries) + 1)]
-                single[:, i] = self.vocab.lookup(spec.vocab, labels)[_buckets(spec, values)]
+                single[:, i] = self.vocab.lookup(spec.vocab, labels)[buckets]
                 dense[:, numeric_index] = np.sign(values) * np.log1p(np.abs(values))
                 numeric_index += 1
             else:
-                single[:, i] = self._rows(spec, columns.values(spec)[0])
+                single[:, i] = self._rows(spec, columns.values(spec))
         sequences = []
         for spec in self.sequence:
-            encoded, lengths = columns.values(spec)
+            items = columns.values(spec)
+            lengths = items.lengths
             assert lengths is not None
-            rows = self._rows(spec, encoded)
+            rows = self._rows(spec, items)
             padded = np.full((n, spec.max_length), PADDING_ROW, dtype=np.int64)
             if len(rows):
                 # Item j of row i sits at padded[i, j]: positions from the list offsets.

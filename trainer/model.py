@@ -19,6 +19,7 @@ rows, not the table (``trainer.optim``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -54,6 +55,16 @@ def native_bfloat16(cpuinfo: str | None = None) -> bool | None:
     if not flags & {"avx2", "avx512f", "asimd", "fp"}:
         return None
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.cache
+def _warn_if_emulated_bfloat16() -> None:
+    """Once per process (models are built at every load and restore)."""
+    if native_bfloat16() is False:
+        log.warning(
+            "trainer.mlp_dtype is bfloat16 but this CPU has no native bfloat16 (AVX512-BF16 "
+            'or AMX): the MLP runs emulated and slower; set trainer.mlp_dtype = "float32"'
+        )
 
 
 @dataclass(frozen=True)
@@ -281,12 +292,8 @@ class ESMM(nn.Module):
         super().__init__()
         self.config = config
         self.towers = nn.ModuleDict({name: Tower(config) for name in TOWERS})
-        if config.mlp_dtype == "bfloat16" and native_bfloat16() is False:
-            log.warning(
-                "trainer.mlp_dtype is bfloat16 but this CPU has no native bfloat16 "
-                "(AVX512-BF16 or AMX): the MLP runs emulated and slower; "
-                'set trainer.mlp_dtype = "float32"'
-            )
+        if config.mlp_dtype == "bfloat16":
+            _warn_if_emulated_bfloat16()
 
     def tower_list(self) -> list[Tower]:
         """The towers in ``TOWERS`` order (CTR, CVR)."""
@@ -316,7 +323,8 @@ class ESMM(nn.Module):
         single = gathered.embedding.index_select(0, inverses[0]).view(n, fields, dim)
         wide_sum = gathered.wide.index_select(0, inverses[0]).view(n, fields, -1).sum(dim=1)
         pooled = []
-        items, interest = torch.empty(0), gathered.sequences[self.config.interest_sequence]
+        items = torch.empty(0)  # the interest sequence's present items
+        interest = gathered.sequences[self.config.interest_sequence]  # and where they sit
         for index, packed in enumerate(gathered.sequences):
             rows = inverses[index + 1]
             part = gathered.embedding.index_select(0, rows)
@@ -329,7 +337,7 @@ class ESMM(nn.Module):
         shared = torch.cat([single, torch.stack(pooled, dim=1)], dim=1)
         towers = self.tower_list()
         target = single[:, self.config.interest_target]
-        interests = [tower.interest(target, items, interest) for tower in towers]
+        interests = [tower.interest(target, items, interest) for tower in towers]  # per tower
         fms = self._fm(shared, interests)
         deeps = self._deep(shared, batch.dense, interests)
         logits = [
