@@ -16,12 +16,15 @@ tests of code that uses a store.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from features.catalog import CATALOG_BY_NAME, defaults
+import hiredis
+import orjson
+import redis.asyncio as aioredis
+
+from features.catalog import CATALOG_BY_NAME
 
 Values = Mapping[str, float | str]
 
@@ -40,13 +43,13 @@ class FeatureWrite:
 
 @dataclass(frozen=True)
 class RequestFeatures:
-    """What a request reads: the user's, each candidate's and each pair's features."""
+    """What a request reads, as stored: the user's features, and each candidate's and each
+    pair's in the order of the anchor IDs asked for (``None`` where nothing is stored).
+    Defaults are filled in later, once, by ``features.request.request_rows``."""
 
     user: dict[str, float | str]
-    anchors: dict[str, dict[str, float | str]]
-    user_anchor: dict[str, dict[str, float | str]]
-    missing_user: bool
-    missing_anchors: tuple[str, ...]
+    anchors: list[dict[str, float | str] | None]
+    user_anchor: list[dict[str, float | str] | None]
 
 
 class FeatureStore(Protocol):
@@ -77,47 +80,25 @@ def _encode(values: Values) -> dict[str, str]:
     return {k: v if isinstance(v, str) else repr(float(v)) for k, v in values.items()}
 
 
-def _encode_json(values: Values) -> str:
-    return json.dumps(
-        {k: v if isinstance(v, str) else float(v) for k, v in values.items()},
-        separators=(",", ":"),
-    )
+def _encode_json(values: Values) -> bytes:
+    return orjson.dumps({k: v if isinstance(v, str) else float(v) for k, v in values.items()})
 
 
-def _decode_json(raw: bytes | None) -> dict[str, float | str]:
-    return {} if raw is None else dict(json.loads(raw))
+def _decode_json(raw: bytes | None) -> dict[str, float | str] | None:
+    return None if raw is None else dict(orjson.loads(raw))
 
 
-def _assemble(
-    user_id: str,
-    anchor_ids: Sequence[str],
-    user: Mapping[str, float | str] | None,
-    anchors: Sequence[Mapping[str, float | str] | None],
-    pairs: Sequence[Mapping[str, float | str] | None],
-) -> RequestFeatures:
-    user_values = dict(defaults("user"))
-    user_values.update(user or {})
-    anchor_values: dict[str, dict[str, float | str]] = {}
-    missing = []
-    for anchor_id, values in zip(anchor_ids, anchors, strict=True):
-        merged = dict(defaults("anchor"))
-        if values:
-            merged.update(values)
-        else:
-            missing.append(anchor_id)
-        anchor_values[anchor_id] = merged
-    pair_values: dict[str, dict[str, float | str]] = {}
-    for anchor_id, values in zip(anchor_ids, pairs, strict=True):
-        merged = dict(defaults("user_anchor"))
-        merged.update(values or {})
-        pair_values[anchor_id] = merged
-    return RequestFeatures(
-        user=user_values,
-        anchors=anchor_values,
-        user_anchor=pair_values,
-        missing_user=not user,
-        missing_anchors=tuple(missing),
-    )
+class HiredisPackingConnection(aioredis.Connection):
+    """redis-py's asyncio connection packs commands in Python: 0.16 ms for the ``MGET`` of a
+    request's 200 keys, twice a request. hiredis packs the same bytes in C (0.014 ms)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        head = args[0]
+        if isinstance(head, str):
+            head = head.encode()
+        if isinstance(head, bytes) and b" " in head:  # "CLIENT SETINFO" goes as two words
+            args = (*head.split(), *args[1:])
+        return [hiredis.pack_command(args)]
 
 
 class RedisFeatureStore:
@@ -137,11 +118,12 @@ class RedisFeatureStore:
         timeout: float = 0.5,
         password: str | None = None,
     ) -> RedisFeatureStore:
-        import redis.asyncio as aioredis
-
         client = aioredis.Redis.from_url(
             url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+        pool = client.connection_pool
+        if pool.connection_class is aioredis.Connection:  # plain TCP (not TLS, not a socket)
+            pool.connection_class = HiredisPackingConnection
         return cls(client, namespace, ttl_seconds)
 
     def user_key(self, user_id: str) -> str:
@@ -162,7 +144,7 @@ class RedisFeatureStore:
             pipe.expire(self.user_key(user_id), self.ttl)
         for anchor_id, values in batch.anchors.items():
             pipe.set(self.anchor_key(anchor_id), _encode_json(values), ex=self.ttl)
-        pairs: dict[str, dict[str, str]] = {}
+        pairs: dict[str, dict[str, bytes]] = {}
         for (user_id, anchor_id), values in batch.user_anchor.items():
             pairs.setdefault(user_id, {})[anchor_id] = _encode_json(values)
         for user_id, fields in pairs.items():
@@ -173,18 +155,14 @@ class RedisFeatureStore:
     async def read(self, user_id: str, anchor_ids: Sequence[str]) -> RequestFeatures:
         if not anchor_ids:
             user = await self.client.hgetall(self.user_key(user_id))
-            return _assemble(user_id, anchor_ids, _decode_hash(user), [], [])
+            return RequestFeatures(_decode_hash(user), [], [])
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.user_key(user_id))
         pipe.mget([self.anchor_key(a) for a in anchor_ids])
         pipe.hmget(self.pair_key(user_id), anchor_ids)
         user, anchors, pairs = await pipe.execute()
-        return _assemble(
-            user_id,
-            anchor_ids,
-            _decode_hash(user),
-            [_decode_json(a) for a in anchors],
-            [_decode_json(p) for p in pairs],
+        return RequestFeatures(
+            _decode_hash(user), [_decode_json(a) for a in anchors], [_decode_json(p) for p in pairs]
         )
 
     async def read_anchors(self, anchor_ids: Sequence[str]) -> dict[str, dict[str, float | str]]:
@@ -192,13 +170,17 @@ class RedisFeatureStore:
             return {}
         replies = await self.client.mget([self.anchor_key(a) for a in anchor_ids])
         return {
-            anchor_id: _decode_json(reply)
+            anchor_id: dict(orjson.loads(reply))
             for anchor_id, reply in zip(anchor_ids, replies, strict=True)
             if reply is not None
         }
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _copy(values: Mapping[str, float | str] | None) -> dict[str, float | str] | None:
+    return None if values is None else dict(values)
 
 
 class MemoryFeatureStore:
@@ -220,12 +202,10 @@ class MemoryFeatureStore:
 
     async def read(self, user_id: str, anchor_ids: Sequence[str]) -> RequestFeatures:
         pairs = self.pairs.get(user_id, {})
-        return _assemble(
-            user_id,
-            anchor_ids,
-            self.users.get(user_id),
-            [self.anchors.get(a) for a in anchor_ids],
-            [pairs.get(a) for a in anchor_ids],
+        return RequestFeatures(
+            dict(self.users.get(user_id, {})),
+            [_copy(self.anchors.get(a)) for a in anchor_ids],
+            [_copy(pairs.get(a)) for a in anchor_ids],
         )
 
     async def read_anchors(self, anchor_ids: Sequence[str]) -> dict[str, dict[str, float | str]]:

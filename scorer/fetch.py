@@ -2,7 +2,7 @@
 
 Either store failing (down, timing out) gives the catalogue defaults for its part and marks
 the request degraded; it never fails the request. The candidates' rows are assembled by
-``features.request.candidate_features``, the same function the stream joiner uses.
+``features.request.request_rows``, from the same parts the stream joiner uses.
 """
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from features.catalog import defaults
-from features.profiles import CachedProfiles
-from features.request import candidate_features, with_context
-from features.store import FeatureStore
+from features.profiles import CachedProfiles, Profile
+from features.request import RequestRows, request_rows
+from features.store import FeatureStore, RequestFeatures
 
 log = logging.getLogger("liverank.scorer")
 
 
 @dataclass
 class Fetched:
-    rows: list[dict[str, Any]]
+    rows: RequestRows
     degraded: list[str]  # which stores failed
 
 
@@ -39,11 +37,12 @@ class FeatureFetcher:
         degraded = []
         try:
             found = await asyncio.wait_for(self.store.read(user_id, anchor_ids), self.timeout)
-            user, anchors, pairs = found.user, found.anchors, found.user_anchor
         except Exception as exc:  # any store failure → defaults, never an error
             log.warning("redis read failed, scoring with defaults: %s", exc)
             degraded.append("redis")
-            user, anchors, pairs = dict(defaults("user")), {}, {}
+            found = RequestFeatures({}, [], [])
+        user_profile: Profile
+        anchor_profiles: dict[str, Profile]
         try:
             user_profile = self.profiles.user_features(user_id)
             anchor_profiles = self.profiles.anchor_features(anchor_ids)
@@ -51,18 +50,14 @@ class FeatureFetcher:
             log.warning("profile read failed, scoring with defaults: %s", exc)
             degraded.append("hbase")
             user_profile, anchor_profiles = {}, {}
-        rows = [
-            with_context(
-                candidate_features(
-                    user,
-                    anchors.get(anchor_id, {}),
-                    pairs.get(anchor_id, {}),
-                    user_profile,
-                    anchor_profiles.get(anchor_id, {}),
-                ),
-                scene,
-                0,  # the slot is not known before ranking; samples carry the real one
-            )
-            for anchor_id in anchor_ids
-        ]
+        rows = request_rows(
+            user_id,
+            anchor_ids,
+            found.user,
+            found.anchors,
+            found.user_anchor,
+            user_profile,
+            anchor_profiles,
+            scene,
+        )
         return Fetched(rows, degraded)

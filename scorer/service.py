@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import Response
 from prometheus_client import (
@@ -35,7 +36,7 @@ from liverank.settings import Settings
 from scorer.fetch import FeatureFetcher
 from scorer.models import ModelHolder, Puller
 from scorer.snapshots import SnapshotWriter
-from trainer.encode import rows_table
+from trainer.encode import RequestColumns
 
 log = logging.getLogger("liverank.scorer")
 MAX_CANDIDATES = 2000
@@ -151,14 +152,17 @@ def create_app(
             raise HTTPException(503, "no model loaded yet (is LATEST published?)")
         fetched = await fetcher.fetch(request.user_id, request.candidates, request.scene)
         learner = served.learner
-        columns = learner.config.single_fields + learner.config.sequence_fields
-        batch = learner.encoder.encode(rows_table(fetched.rows, columns))
-        p_ctr, p_cvr, p_ctcvr = learner.predict_batch(batch)
+        p_ctr, p_cvr, p_ctcvr = learner.predict_batch(
+            learner.encoder.encode(RequestColumns(fetched.rows))
+        )
         if settings.scorer.score == "blend":
             weight = settings.scorer.blend_ctr_weight
             score = weight * p_ctr + (1 - weight) * p_cvr
         else:
             score = p_ctcvr
+        if not np.isfinite(score).all():  # the gate publishes finite weights only
+            metrics.requests.labels(status="error").inc()
+            raise HTTPException(500, f"model {served.version} gave a non-finite score")
         order = np.argsort(-score, kind="stable")
         # The answer is built as plain JSON (the shape of RankResponse, which documents it):
         # 200 pydantic items and their validation cost more than the model's forward pass.
@@ -179,9 +183,7 @@ def create_app(
                 strict=True,
             )
         ]
-        snapshots.offer(
-            request.request_id, dict(zip(request.candidates, fetched.rows, strict=True))
-        )
+        snapshots.offer(request.request_id, fetched.rows)
         for store in fetched.degraded:
             metrics.degraded.labels(store=store).inc()
         metrics.requests.labels(status="degraded" if fetched.degraded else "ok").inc()
@@ -192,7 +194,7 @@ def create_app(
             "items": items,
             "degraded": bool(fetched.degraded),
         }
-        return Response(json.dumps(answer, allow_nan=False), media_type="application/json")
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     @app.get("/v1/model")
     def model() -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """Request-time snapshots written off the request path.
 
 ``offer`` never blocks: the snapshot goes into a bounded queue, or is counted as dropped when
-the queue is full. A thread drains the queue into the snapshot store in batches.
+the queue is full. A thread drains the queue into the snapshot store, each drained batch in
+one round trip (``put_many``). The request path hands over its ``RequestRows`` as they are
+(built for that request, never changed after): laying out and writing the cell is the
+thread's work.
 """
 
 from __future__ import annotations
@@ -9,18 +12,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Mapping
-from typing import Any
 
-from snapshots.store import SnapshotStore
+from features.request import RequestRows
+from snapshots.store import Snapshots, SnapshotStore
 
 log = logging.getLogger("liverank.scorer")
 
 
 class SnapshotWriter:
-    def __init__(self, store: SnapshotStore, capacity: int, batch: int = 64) -> None:
+    def __init__(self, store: SnapshotStore, capacity: int, batch: int = 16) -> None:
         self.store = store
-        self.queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(capacity)
+        self.queue: queue.Queue[tuple[str, Snapshots] | None] = queue.Queue(capacity)
         self.batch = batch
         self.written = 0
         self.dropped = 0
@@ -30,9 +32,11 @@ class SnapshotWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def offer(self, request_id: str, snapshot: Mapping[str, Mapping[str, Any]]) -> bool:
+    def offer(self, request_id: str, snapshot: Snapshots) -> bool:
+        if not isinstance(snapshot, RequestRows):  # the caller may change its dicts later
+            snapshot = {a: dict(v) for a, v in snapshot.items()}
         try:
-            self.queue.put_nowait((request_id, {a: dict(v) for a, v in snapshot.items()}))
+            self.queue.put_nowait((request_id, snapshot))
             return True
         except queue.Full:
             self.dropped += 1
@@ -54,12 +58,12 @@ class SnapshotWriter:
                     break
             done = None in items
             pending = [i for i in items if i is not None]
-            for request_id, snapshot in pending:
+            if pending:
                 try:
-                    self.store.put(request_id, snapshot)
-                    self.written += 1
+                    self.store.put_many(pending)
+                    self.written += len(pending)
                 except Exception as exc:  # the store is down: count, go on serving
-                    self.failed += 1
-                    log.warning("snapshot %s not written: %s", request_id, exc)
+                    self.failed += len(pending)
+                    log.warning("%d snapshots not written: %s", len(pending), exc)
             if done:
                 return

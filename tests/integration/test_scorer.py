@@ -138,7 +138,7 @@ def test_pickup_rank_snapshot_and_the_joiner_trains_on_it(scorer_world: Any) -> 
     assert snapshot["a2"]["u_ctr_decayed"] == 0.3
     # The snapshot is exactly what the model scored: scoring it again gives the answer's scores.
     names = list(learner.config.single_fields + learner.config.sequence_fields)
-    rows = [snapshot[a] for a in request["candidates"]]
+    rows = [{**snapshot[a], "user_id": "u1", "anchor_id": a} for a in request["candidates"]]
     _, _, p_ctcvr = learner.predict(rows_table(rows, names))
     answered = {item["anchor_id"]: item["p_ctcvr"] for item in body["items"]}
     for anchor_id, value in zip(request["candidates"], p_ctcvr, strict=True):

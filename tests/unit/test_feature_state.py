@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
 
 from features.catalog import CATALOG, defaults, names
 from features.profiles import CachedProfiles, MemoryProfileStore
+from features.request import request_rows
 from features.state import AnchorState, UserAnchorState, UserState
-from features.store import FeatureWrite, MemoryFeatureStore
+from features.store import FeatureWrite, HiredisPackingConnection, MemoryFeatureStore
 from snapshots.samples import SCHEMA
 
 
@@ -58,7 +63,7 @@ def test_anchor_state_follows_status_and_activity() -> None:
     assert anchor.features(2100.0)["a_live_seconds"] == 0.0
 
 
-def test_memory_feature_store_reads_defaults_for_unknown_ids() -> None:
+def test_memory_feature_store_reads_what_is_stored_and_rows_fill_the_defaults() -> None:
     store = MemoryFeatureStore()
     batch = FeatureWrite(
         users={"u1": {"u_clicks_5m": 2.0}},
@@ -67,13 +72,16 @@ def test_memory_feature_store_reads_defaults_for_unknown_ids() -> None:
     )
     asyncio.run(store.write(batch))
     got = asyncio.run(store.read("u1", ["a1", "a2"]))
-    assert got.user["u_clicks_5m"] == 2.0 and got.user["u_impressions_5m"] == 0.0
-    assert got.anchors["a1"]["a_status"] == "pk" and got.anchors["a2"] == defaults("anchor")
-    assert (
-        got.user_anchor["a1"]["ua_clicks_7d"] == 3.0
-        and got.user_anchor["a2"]["ua_clicks_7d"] == 0.0
+    assert got.user == {"u_clicks_5m": 2.0}
+    assert got.anchors == [{"a_status": "pk", "a_viewers": 9.0}, None]
+    assert got.user_anchor == [{"ua_clicks_7d": 3.0}, None]
+    rows = request_rows("u1", ["a1", "a2"], got.user, got.anchors, got.user_anchor, {}, {}, "home")
+    assert rows.row(0)["u_clicks_5m"] == 2.0 and rows.row(1)["u_impressions_5m"] == 0.0
+    assert rows.row(0)["a_status"] == "pk" and rows.row(1)["a_status"] == "offline"
+    assert rows.row(0)["ua_clicks_7d"] == 3.0 and rows.row(1)["ua_clicks_7d"] == 0.0
+    assert set(rows.row(1)) == set(
+        defaults("user", "anchor", "user_anchor", "profile_user", "profile_anchor", "context")
     )
-    assert got.missing_anchors == ("a2",) and not got.missing_user
 
 
 def test_profile_cache_hits_until_its_ttl() -> None:
@@ -100,3 +108,18 @@ def test_profile_cache_hits_until_its_ttl() -> None:
         "p_gender": "",
         "p_user_categories": "",
     }
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("MGET", "ns:a:a1", "ns:a:é"),
+        ("SET", "k", b"\x00\xff", "EX", 5),
+        ("HSET", "k", "f", 1.5),
+        ("CLIENT SETINFO", "LIB-NAME", "redis-py"),
+        (b"CLIENT SETINFO", "LIB-VER", "8"),
+    ],
+)
+def test_the_store_packs_commands_as_redis_py_does(command: tuple[Any, ...]) -> None:
+    theirs = b"".join(aioredis.Connection().pack_command(*command))
+    assert b"".join(HiredisPackingConnection().pack_command(*command)) == theirs

@@ -7,9 +7,10 @@ import pyarrow as pa
 import pytest
 import torch
 
+from features.request import request_rows
 from liverank.settings import Settings
 from snapshots.samples import SCHEMA
-from trainer.encode import Encoder, rows_table
+from trainer.encode import Encoder, RequestColumns, rows_table
 from trainer.fields import field_specs
 from trainer.learner import Learner
 from trainer.vocab import PADDING_ROW, Vocabulary
@@ -182,6 +183,39 @@ def test_scorer_rows_encode_like_sample_rows() -> None:
     names = [s.name for s in learner.specs]
     from_rows = learner.predict(rows_table(rows, names))[2]
     np.testing.assert_allclose(from_rows, learner.predict(table.slice(0, 20))[2], rtol=1e-6)
+
+
+def test_a_requests_columns_encode_like_its_rows_as_a_table() -> None:
+    """The scorer reads a request's two parts without building a table; it must get the
+    batch (and the counts) the table of the same rows gives, odd values included."""
+    learner = Learner(settings())
+    learner.fit(synthetic(2000, 9), "incremental")
+    long_history = ",".join(f"a{i % 40}" for i in range(70))  # longer than the field keeps
+    user = {"u_ctr_decayed": float("nan"), "u_recent_anchors": long_history}
+    anchors = [
+        {"a_viewers": 12.0, "a_status": "live"},
+        {"a_viewers": None, "a_status": 3.0},
+        {"a_viewers": float("-inf"), "not_a_feature": "x"},
+    ]  # and a fourth anchor with nothing stored
+    profiles = {"a1": {"p_anchor_tags": "t1,t2,t1"}, "a20": {"p_anchor_tags": ""}}
+    ids = ["a1", "a20", "nobody", "a3"]
+    rows = request_rows("u7", ids, user, anchors, [], {}, profiles, "home")
+    rows.shared["u_clicks_5m"] = None  # type: ignore[index]
+    rows.shared["u_impressions_1h"] = float("inf")  # type: ignore[index]
+    rows.own["ua_clicks_7d"][2] = None  # type: ignore[index]
+    names = [s.name for s in learner.specs]
+    table = rows_table(
+        [{**rows.row(i), "user_id": "u7", "anchor_id": a} for i, a in enumerate(rows.anchor_ids)],
+        names,
+    )
+    encoder = learner.encoder
+    mine, theirs = encoder.encode(RequestColumns(rows)), encoder.encode(table)
+    assert torch.equal(mine.single, theirs.single)
+    for a, b in zip(mine.sequences, theirs.sequences, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(mine.dense, theirs.dense)
+    assert torch.equal(mine.click, theirs.click) and len(mine) == 4
+    assert encoder.counts(RequestColumns(rows)) == encoder.counts(table)
 
 
 def test_weights_driven_to_zero_are_left_out_of_the_published_vocabulary() -> None:

@@ -20,6 +20,7 @@ from scorer.snapshots import SnapshotWriter
 from snapshots.store import MemorySnapshotStore
 from tests.unit.test_learner import synthetic
 from trainer.checkpoints import CheckpointStore, version_name
+from trainer.encode import rows_table
 from trainer.learner import Learner
 from trainer.serialize import learner_files
 
@@ -112,6 +113,24 @@ def test_the_snapshot_is_what_the_model_saw(world: dict[str, Any]) -> None:
     assert snapshot["a1"]["a_viewers"] == 42.0
     assert snapshot["a9"]["a_viewers"] == 0.0  # unknown anchor: the catalogue default
     assert snapshot["a1"]["c_scene"] == "discover"
+
+
+def test_the_scores_are_those_of_the_requests_samples(world: dict[str, Any]) -> None:
+    """The service scores each candidate as the trainer scores that impression's sample:
+    the snapshot's features plus the user and anchor IDs (a8 and a30 have the same
+    features, so only their IDs can set them apart)."""
+    response = rank(world["client"], request_id="ids-1", candidates=["a1", "a8", "a30"])
+    answered = {item["anchor_id"]: item["p_ctcvr"] for item in response.json()["items"]}
+    deadline = time.time() + 5
+    while "ids-1" not in world["snapshots"].rows and time.time() < deadline:
+        time.sleep(0.02)
+    snapshot = world["snapshots"].rows["ids-1"]
+    learner = world["learner"]
+    samples = [{**snapshot[a], "user_id": "u1", "anchor_id": a} for a in ("a1", "a8", "a30")]
+    _, _, p_ctcvr = learner.predict(rows_table(samples, [s.name for s in learner.specs]))
+    for anchor_id, expected in zip(("a1", "a8", "a30"), p_ctcvr.tolist(), strict=True):
+        assert answered[anchor_id] == pytest.approx(expected, rel=1e-5)
+    assert answered["a8"] != pytest.approx(answered["a30"], rel=1e-3)
 
 
 @pytest.mark.parametrize(
