@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiohttp
 import httpx
 import numpy as np
 
@@ -62,13 +63,17 @@ async def fill_redis(settings: Settings, users: int, anchors: int) -> None:
 async def load(
     port: int, rate: float, seconds: float, candidates: int, anchors: int
 ) -> tuple[list[float], int, float]:
+    """Send the requests on schedule; each answer's latency in ms, the errors, the rate sent.
+
+    The client is aiohttp: it shares the two cores with the service, and costs it less CPU
+    per request than httpx (which cost the service about a fifth of its rate here)."""
     rng = np.random.default_rng(2)
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits
-    ) as client:
+    url = f"http://127.0.0.1:{port}/v1/rank"
+    connector = aiohttp.TCPConnector(limit=64)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(number: int) -> None:
             nonlocal errors
@@ -80,11 +85,12 @@ async def load(
             }
             began = time.perf_counter()
             try:
-                response = await client.post("/v1/rank", json=body)
-                if response.status_code != 200:
-                    errors += 1
-                    return
-            except httpx.HTTPError:
+                async with session.post(url, json=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+                        return
+            except (TimeoutError, aiohttp.ClientError):
                 errors += 1
                 return
             latencies.append((time.perf_counter() - began) * 1000)

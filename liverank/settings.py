@@ -170,6 +170,10 @@ class ScorerSettings(Section):
     score: Literal["ctcvr", "blend"] = "ctcvr"
     blend_ctr_weight: float = Field(0.5, ge=0, le=1)
     snapshot_queue_size: int = Field(10_000, ge=1)
+    # Threads of a request's forward pass. 200 candidates are too few to split, and a second
+    # thread spin-waits against the HTTP loop for the same cores: at 100 req/s on 2 cores,
+    # p50 8 ms with 1 thread, 262 ms with 2 (bench/scorer.py).
+    torch_threads: int = Field(1, ge=1)
 
 
 class LocalServicesSettings(Section):

@@ -43,8 +43,10 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 def serve(settings: Settings) -> None:
+    import torch
     import uvicorn
 
+    torch.set_num_threads(settings.scorer.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     uvicorn.run(
