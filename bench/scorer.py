@@ -4,10 +4,12 @@ Publishes a trained checkpoint to a scratch checkpoint root, writes real-time fe
 every user and anchor to the local Redis, starts ``liverank serve`` on a free port, then sends
 ``--rate`` requests per second (open loop: a request leaves on schedule whether or not the
 previous ones came back) of ``--candidates`` anchors each for ``--seconds``, and measures each
-answer's latency at the client. In the same run it times the bare model forward pass for one
-request's candidates. Needs the local services (``liverank services up``).
+answer's latency at the client. Before that, in its own process, it times the service's steps
+for real requests one by one (a ``stages:`` line: Redis, the whole fetch, encoding, the bare
+forward pass, the snapshot cell); the last line's ``forward_ms`` is that forward pass. Needs
+the local services (``liverank services up``).
 
-    .venv/bin/python bench/scorer.py [--rate 200] [--candidates 200] [--seconds 20]
+    .venv/bin/python bench/scorer.py [--rate 200] [--candidates 200] [--seconds 20] [--workers 1]
 
 Last line: ``scorer: p50_ms=<x> p99_ms=<y> forward_ms=<z> rps=<r> errors=<n>``.
 """
@@ -31,12 +33,16 @@ import httpx
 import numpy as np
 
 from deploy.local.processes import free_port
+from features.hbase import HBaseTables
+from features.profiles import CachedProfiles, HBaseProfileStore
 from features.store import FeatureWrite, RedisFeatureStore
 from liverank.settings import Settings
+from scorer.fetch import FeatureFetcher
+from snapshots.store import encode_snapshot
 from tests.unit.test_learner import synthetic
 from tests.unit.test_scorer import publish
 from trainer.checkpoints import CheckpointStore
-from trainer.encode import rows_table
+from trainer.encode import RequestColumns
 from trainer.learner import Learner
 
 
@@ -111,12 +117,53 @@ async def load(
     return latencies, errors, total / elapsed
 
 
+async def stages(
+    settings: Settings, learner: Learner, candidates: int, anchors: int, requests: int = 250
+) -> dict[str, list[float]]:
+    """The service's steps for one request, timed one by one in this process against the
+    same Redis and HBase (ms; the first 50 requests warm up): the Redis round trip alone,
+    the whole fetch (that round trip again, profiles, the rows), encoding, the forward pass,
+    and laying out the snapshot cell (the writer thread's work)."""
+    hbase = settings.hbase
+    tables = HBaseTables(hbase.thrift_host, hbase.thrift_port, hbase.table_prefix)
+    profiles = CachedProfiles(HBaseProfileStore(tables), hbase.profile_cache_seconds)
+    store = RedisFeatureStore.from_url(settings.redis.url, settings.kafka.topic_prefix, 3600)
+    fetcher = FeatureFetcher(store, profiles)
+    rng = np.random.default_rng(3)
+    steps: dict[str, list[float]] = {
+        k: [] for k in ("redis", "fetch", "encode", "forward", "snapshot_cell")
+    }
+    for number in range(requests):
+        ids = [f"a{i}" for i in rng.choice(anchors, candidates, replace=False)]
+        user = f"u{number % 500}"
+        marks = [time.perf_counter()]
+        await store.read(user, ids)
+        marks.append(time.perf_counter())
+        fetched = await fetcher.fetch(user, ids, "home")
+        marks.append(time.perf_counter())
+        batch = learner.encoder.encode(RequestColumns(fetched.rows))
+        marks.append(time.perf_counter())
+        learner.predict_batch(batch)
+        marks.append(time.perf_counter())
+        encode_snapshot(fetched.rows)
+        marks.append(time.perf_counter())
+        if number >= 50:
+            for name, began, ended in zip(steps, marks[:-1], marks[1:], strict=True):
+                steps[name].append((ended - began) * 1000)
+    await store.close()
+    tables.close()
+    return steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--anchors", type=int, default=1000)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the service's processes (scorer.workers)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         settings = Settings(
@@ -128,14 +175,12 @@ def main() -> None:
         publish(CheckpointStore(scratch), learner, 0)
         asyncio.run(fill_redis(settings, 500, args.anchors))
 
-        rows = [{"anchor_id": f"a{i}", "user_id": "u1"} for i in range(args.candidates)]
-        names = list(learner.config.single_fields + learner.config.sequence_fields)
-        batch = learner.encoder.encode(rows_table(rows, names))
-        forward = []
-        for _ in range(200):
-            began = time.perf_counter()
-            learner.predict_batch(batch)
-            forward.append((time.perf_counter() - began) * 1000)
+        steps = asyncio.run(stages(settings, learner, args.candidates, args.anchors))
+        print(
+            "stages: " + " ".join(f"{k}_ms={statistics.median(v):.2f}" for k, v in steps.items()),
+            flush=True,
+        )
+        forward = steps["forward"]
 
         port = free_port()
         env = dict(os.environ)
@@ -143,6 +188,7 @@ def main() -> None:
             LIVERANK_CHECKPOINT_ROOT=scratch,
             LIVERANK_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
             LIVERANK_SCORER__PORT=str(port),
+            LIVERANK_SCORER__WORKERS=str(args.workers),
         )
         server = subprocess.Popen(
             [sys.executable, "-m", "liverank.cli", "serve"],

@@ -65,7 +65,9 @@ class MemoryProfileStore:
 
 
 class CachedProfiles:
-    """Profile features by id through a TTL cache (a miss is cached too)."""
+    """Profile features by id through a TTL cache (a miss is cached too). The cache keeps the
+    feature form (``p_*`` names), so a hit costs one look-up; the dicts handed out are the
+    cache's own, to be read only."""
 
     def __init__(
         self, store: ProfileStore, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
@@ -73,33 +75,35 @@ class CachedProfiles:
         self.store = store
         self.ttl = ttl_seconds
         self.clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, Profile]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
 
-    def get(self, kind: str, ids: Iterable[str]) -> dict[str, Profile]:
+    def features(self, kind: str, ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The profile features of ``ids`` (``kind`` "user" or "anchor"), empty ones for ids
+        without a profile."""
         now = self.clock()
-        wanted = list(dict.fromkeys(ids))
-        found: dict[str, Profile] = {}
+        found: dict[str, dict[str, str]] = {}
         misses = []
-        for i in wanted:
+        for i in ids:
             hit = self._cache.get((kind, i))
             if hit is not None and now - hit[0] < self.ttl:
                 found[i] = hit[1]
             else:
                 misses.append(i)
         if misses:
+            misses = list(dict.fromkeys(misses))
             fetched = self.store.get(kind, misses)
+            columns = USER_COLUMNS if kind == "user" else ANCHOR_COLUMNS
             for i in misses:
-                profile = fetched.get(i, {})
-                self._cache[(kind, i)] = (now, profile)
-                found[i] = profile
+                features = _features(fetched.get(i, {}), columns)
+                self._cache[(kind, i)] = (now, features)
+                found[i] = features
         return found
 
     def user_features(self, user_id: str) -> dict[str, str]:
-        return _features(self.get("user", [user_id]).get(user_id, {}), USER_COLUMNS)
+        return self.features("user", [user_id])[user_id]
 
     def anchor_features(self, anchor_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-        profiles = self.get("anchor", anchor_ids)
-        return {a: _features(p, ANCHOR_COLUMNS) for a, p in profiles.items()}
+        return self.features("anchor", anchor_ids)
 
 
 def _features(profile: Profile, columns: Mapping[str, str]) -> dict[str, str]:

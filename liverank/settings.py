@@ -174,6 +174,10 @@ class ScorerSettings(Section):
     # thread spin-waits against the HTTP loop for the same cores: at 100 req/s on 2 cores,
     # p50 8 ms with 1 thread, 262 ms with 2 (bench/scorer.py).
     torch_threads: int = Field(1, ge=1)
+    # Processes serving the port (each with its own model copy, puller and snapshot writer).
+    # More than one: more requests per second on more cores, but an admin rollback would move
+    # one process only, so it is refused (roll LATEST back instead).
+    workers: int = Field(1, ge=1)
 
 
 class LocalServicesSettings(Section):

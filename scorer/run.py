@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -42,17 +44,39 @@ def build_app(settings: Settings) -> FastAPI:
     return create_app(settings, ModelHolder(settings), fetcher, writer)
 
 
-def serve(settings: Settings) -> None:
+def app_from_environment() -> FastAPI:
+    """One worker process's app (``scorer.workers`` > 1): the settings come from the
+    ``LIVERANK_*`` variables ``serve`` set for its workers."""
+    settings = Settings.load()
+    _threads(settings)
+    return build_app(settings)
+
+
+def _threads(settings: Settings) -> None:
     import torch
-    import uvicorn
 
     torch.set_num_threads(settings.scorer.torch_threads)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    options: dict[str, Any] = {
+        "host": settings.scorer.host,
+        "port": settings.scorer.port,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    if settings.scorer.workers == 1:
+        _threads(settings)
+        uvicorn.run(build_app(settings), **options)
+        return
+    os.environ.update(settings.as_environment())
     uvicorn.run(
-        build_app(settings),
-        host=settings.scorer.host,
-        port=settings.scorer.port,
-        log_level="warning",
-        access_log=False,
+        "scorer.run:app_from_environment",
+        factory=True,
+        workers=settings.scorer.workers,
+        **options,
     )

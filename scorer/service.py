@@ -238,6 +238,13 @@ def create_app(
 
     @app.post("/v1/admin/rollback", dependencies=[Depends(admin)])
     async def rollback(body: RollbackRequest | None = None) -> dict[str, Any]:
+        if settings.scorer.workers > 1:
+            raise HTTPException(
+                409,
+                f"this scorer runs {settings.scorer.workers} worker processes and a rollback "
+                "here would move only the one answering: roll LATEST back with `liverank "
+                "models rollback VERSION` (every worker follows within its poll interval)",
+            )
         try:
             served = await asyncio.to_thread(holder.rollback, body.version if body else None)
         except LiverankError as exc:

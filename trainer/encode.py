@@ -84,7 +84,8 @@ def _clean(values: np.ndarray, spec: FieldSpec) -> np.ndarray:
     if np.isfinite(values).all():  # the common case, 10x cheaper than nan_to_num
         return values
     default = float(_default(spec))
-    return np.nan_to_num(values, nan=default, posinf=1e12, neginf=-1e12)
+    cleaned: np.ndarray = np.nan_to_num(values, nan=default, posinf=1e12, neginf=-1e12)
+    return cleaned
 
 
 def _items(strings: pa.Array, max_length: int) -> tuple[pa.Array, np.ndarray]:

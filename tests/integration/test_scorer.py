@@ -58,9 +58,10 @@ def wait_until_serving(client: Any, version: str, what: str) -> None:
     )
 
 
-def start_scorer(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+def start_scorer(settings: Settings, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     env = worker_env(settings)
     env.update(
+        LIVERANK_SCORER__WORKERS=str(workers),
         LIVERANK_CHECKPOINT_ROOT=settings.checkpoint_root,
         LIVERANK_SCORER__PORT=str(port),
         LIVERANK_SCORER__ADMIN_TOKEN=TOKEN,
@@ -77,11 +78,13 @@ def start_scorer(settings: Settings, port: int) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture
-def scorer_world(tmp_path: Path) -> Any:
+def scorer_world(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """A ``liverank serve`` process (``request.param`` worker processes, 1 unless a test
+    parametrizes the fixture) and a client of it."""
     base = Settings(checkpoint_root=str(tmp_path / "checkpoints"), trainer={"seed": 3})  # type: ignore[arg-type]
     settings = scoped(base, f"scorer{os.getpid()}{int(time.time())}", tmp_path)
     port = free_port()
-    process = start_scorer(settings, port)
+    process = start_scorer(settings, port, getattr(request, "param", 1))
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
 
     def up() -> bool:
@@ -221,12 +224,14 @@ class Load:
         return len(self.answers)
 
 
+@pytest.mark.parametrize("scorer_world", [1, 2], indirect=True, ids=["1-worker", "2-workers"])
 def test_hot_swap_under_load_fails_no_request(scorer_world: Any) -> None:
     settings, client = scorer_world
     learner = Learner(settings)
     learner.fit(synthetic(3000, 1), "incremental")
     published = [publish_version(settings, learner, 1)]
     wait_until_serving(client, published[0], "the first version")
+    time.sleep(2 * POLL)  # one process answered: each of the others polls LATEST within POLL
     with Load(client) as load:
         for index in (2, 3, 4):
             wait_for(lambda n=20 * index: load.count() > n, 30, "requests under load", poll=0.05)

@@ -198,3 +198,17 @@ def test_health_and_model_endpoints(world: dict[str, Any]) -> None:
     assert client.get("/healthz").json() == {"ok": True, "model_version": world["first"]}
     model = client.get("/v1/model").json()
     assert model["version"] == world["first"] and model["kind"] == "incremental"
+
+
+def test_an_admin_rollback_is_refused_when_several_processes_serve(tmp_path: Path) -> None:
+    settings = Settings(
+        checkpoint_root=str(tmp_path),
+        scorer={"admin_token": TOKEN, "workers": 2},  # type: ignore[arg-type]
+    )
+    store = CheckpointStore(str(tmp_path))
+    fetcher = FeatureFetcher(MemoryFeatureStore(), CachedProfiles(MemoryProfileStore(), 60))
+    writer = SnapshotWriter(MemorySnapshotStore(), capacity=10)
+    app = create_app(settings, ModelHolder(settings, store), fetcher, writer, follow_updates=False)
+    with TestClient(app) as client:
+        answer = client.post("/v1/admin/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 409 and "liverank models rollback" in answer.json()["detail"]
