@@ -47,6 +47,11 @@ def _columns(parts: Sequence[Part], wanted: Mapping[str, Any]) -> dict[str, list
     }
 
 
+def _aligned(parts: Sequence[Part], n: int) -> list[Part]:
+    """``parts`` cut or padded with ``None`` to ``n``."""
+    return [*parts[:n], *[None] * (n - len(parts))]
+
+
 @dataclass(frozen=True)
 class RequestRows:
     """One request's candidate rows, kept as their two parts: ``shared`` (name → value, the
@@ -93,8 +98,8 @@ def request_rows(
         "c_position": float(position),
     }
     own = {
-        **_columns([*anchors[:n], *[None] * (n - len(anchors))], defaults("anchor")),
-        **_columns([*pairs[:n], *[None] * (n - len(pairs))], defaults("user_anchor")),
+        **_columns(_aligned(anchors, n), defaults("anchor")),
+        **_columns(_aligned(pairs, n), defaults("user_anchor")),
         **_columns([anchor_profiles.get(a) for a in anchor_ids], defaults("profile_anchor")),
     }
     return RequestRows(user_id, anchor_ids, shared, own)

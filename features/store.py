@@ -170,9 +170,9 @@ class RedisFeatureStore:
             return {}
         replies = await self.client.mget([self.anchor_key(a) for a in anchor_ids])
         return {
-            anchor_id: dict(orjson.loads(reply))
+            anchor_id: values
             for anchor_id, reply in zip(anchor_ids, replies, strict=True)
-            if reply is not None
+            if (values := _decode_json(reply)) is not None
         }
 
     async def close(self) -> None:

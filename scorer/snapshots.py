@@ -14,7 +14,7 @@ import queue
 import threading
 
 from features.request import RequestRows
-from snapshots.store import Snapshots, SnapshotStore
+from snapshots.store import SnapshotStore
 
 log = logging.getLogger("liverank.scorer")
 
@@ -22,7 +22,7 @@ log = logging.getLogger("liverank.scorer")
 class SnapshotWriter:
     def __init__(self, store: SnapshotStore, capacity: int, batch: int = 16) -> None:
         self.store = store
-        self.queue: queue.Queue[tuple[str, Snapshots] | None] = queue.Queue(capacity)
+        self.queue: queue.Queue[tuple[str, RequestRows] | None] = queue.Queue(capacity)
         self.batch = batch
         self.written = 0
         self.dropped = 0
@@ -32,11 +32,9 @@ class SnapshotWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def offer(self, request_id: str, snapshot: Snapshots) -> bool:
-        if not isinstance(snapshot, RequestRows):  # the caller may change its dicts later
-            snapshot = {a: dict(v) for a, v in snapshot.items()}
+    def offer(self, request_id: str, rows: RequestRows) -> bool:
         try:
-            self.queue.put_nowait((request_id, snapshot))
+            self.queue.put_nowait((request_id, rows))
             return True
         except queue.Full:
             self.dropped += 1

@@ -72,7 +72,7 @@ class HBaseSnapshotStore:
         return self.tables.table("snapshots", self.families)
 
     def put(self, request_id: str, snapshot: Snapshots) -> None:
-        self._table().put(request_id.encode(), {CELL: encode_snapshot(snapshot)})
+        self.put_many([(request_id, snapshot)])
 
     def put_many(self, snapshots: Iterable[tuple[str, Snapshots]]) -> None:
         with self._table().batch() as batch:

@@ -380,7 +380,7 @@ class StreamRuntime:
         self._last_stats = now
         stats = self.metrics.snapshot(self.user_side, self.anchor_side)
         stats["worker"] = self.name
-        stats["written_at"] = time.time()
+        stats["written_at"] = time.time()  # wall clock: how fresh the file is, for `status`
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.stats_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(stats, indent=1, sort_keys=True))
