@@ -74,6 +74,12 @@ class StreamsSettings(Section):
     batch_seconds: float = Field(0.5, gt=0, description="wait at most this long to fill a batch")
     metrics_port: int = Field(0, ge=0, description="Prometheus port of a worker; 0: none")
     stats_interval_seconds: float = Field(5.0, gt=0)
+    sweep_interval_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="how often a worker marks the windows other partitions created behind "
+        "the watermarks of its own (one listing of the sample folders each time)",
+    )
     commit_interval_seconds: float = Field(2.0, gt=0)
     session_timeout_seconds: float = Field(
         10.0, ge=6, description="a dead worker's partitions move to the others after this long"

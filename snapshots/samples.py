@@ -153,18 +153,47 @@ class SampleLander:
         passed = window_start(watermark - self.click_window) - WINDOW_SECONDS
         if wanted or passed > self._swept.get(partition, float("-inf")):
             self._swept[partition] = passed
-            marker = partition_marker(partition)
             first = wanted[0] if wanted else float("inf")
-            for folder, names in self._window_folders().items():
-                start = parse_window_folder(folder)
-                if (
-                    start < first
-                    and marker not in names
-                    and window_closed(start, watermark, self.click_window)
-                ):
-                    wanted.append(start)
+            folders = self._window_folders()
+            wanted += self._unmarked(folders, partition, watermark, before=first)
+        return self._mark_windows(partition, wanted)
+
+    def sweep(self, watermarks: Mapping[int, float]) -> list[str]:
+        """Mark, for each partition, the window folders its watermark passed that it has not
+        marked yet; returns the folders that became complete (``_SUCCESS``).
+
+        ``mark`` looks at the folders only when a watermark moves on. A watermark that stopped
+        (an idle partition, or every partition at the end of a replay) would never see a
+        folder another partition created after that look, and the window would never
+        complete: the stream worker calls this now and then for the partitions it owns.
+        """
+        folders = self._window_folders()
         completed = []
-        for start in wanted:
+        for partition, watermark in watermarks.items():
+            if math.isfinite(watermark):
+                late = self._unmarked(folders, partition, watermark, before=float("inf"))
+                completed += self._mark_windows(partition, late)
+        return completed
+
+    def _unmarked(
+        self, folders: dict[str, set[str]], partition: int, watermark: float, before: float
+    ) -> list[float]:
+        """Starts of the closed windows before ``before`` that ``partition`` has not marked."""
+        marker = partition_marker(partition)
+        starts = []
+        for folder, names in folders.items():
+            start = parse_window_folder(folder)
+            if (
+                start < before
+                and marker not in names
+                and window_closed(start, watermark, self.click_window)
+            ):
+                starts.append(start)
+        return starts
+
+    def _mark_windows(self, partition: int, starts: Iterable[float]) -> list[str]:
+        completed = []
+        for start in starts:
             folder = self.root.join(window_folder(start))
             self.root.write_atomic(f"{folder}/{partition_marker(partition)}", b"")
             if self._all_marked(folder) and not self.root.exists(f"{folder}/{SUCCESS}"):

@@ -366,6 +366,18 @@ class StreamRuntime:
         self.metrics.observe_anchor_batch(self.anchor_side, len(messages))
         self._maybe_write_stats()
 
+    async def sweep_windows(self) -> None:
+        """Mark the windows other partitions created behind the watermarks of the partitions
+        this worker owns (see ``SampleLander.sweep``): without it a partition whose watermark
+        stopped, idle or at the end of a replay, would hold those windows open for ever."""
+        async with self.batch_lock:
+            if self.user_side is None or not self.user_side.cores:
+                return
+            watermarks = {p: core.watermark for p, core in self.user_side.cores.items()}
+            done = await asyncio.to_thread(self.lander.sweep, watermarks)
+        for folder in done:
+            log.info("window complete: %s", folder)
+
     async def revoke(self, revoked: set[Any]) -> None:
         """Partitions are being taken away: let the batch in flight finish, then forget them."""
         async with self.batch_lock:
@@ -443,6 +455,7 @@ def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, 
         runtime._maybe_write_stats(force=True)
 
     app.timer(settings.streams.stats_interval_seconds)(write_stats)
+    app.timer(settings.streams.sweep_interval_seconds)(runtime.sweep_windows)
 
     async def on_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
         await runtime.revoke(revoked)

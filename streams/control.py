@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,15 @@ class Advancer:
         self.consumer = KafkaConsumer(client_id="liverank-advance", **options)
         self.producer = KafkaProducer(client_id="liverank-advance", acks="all", **options)
 
-    def __call__(self, to: float) -> dict[int, dict[str, int]]:
-        """One tick per partition: once a worker has read every user topic up to the end
-        offsets it names, that partition's watermark moves to ``to``. Returns those offsets."""
+    def __call__(
+        self, to: float, partitions: Iterable[int] | None = None
+    ) -> dict[int, dict[str, int]]:
+        """One tick per partition (every one, or ``partitions``): once a worker has read every
+        user topic up to the end offsets it names, that partition's watermark moves to ``to``.
+        Returns those offsets."""
         ends = self.consumer.end_offsets(list(self.tps.values()))
         sent: dict[int, dict[str, int]] = {}
-        for partition in self.partitions:
+        for partition in self.partitions if partitions is None else partitions:
             offsets = {s: int(ends[self.tps[s, partition]]) for s in USER_SOURCES}
             tick: dict[str, Any] = {"type": "tick", "ts": to, "end_offsets": offsets}
             self.producer.send(
@@ -78,11 +82,13 @@ class Advancer:
         self.producer.close()
 
 
-def advance(settings: Settings, to: float) -> dict[int, dict[str, int]]:
+def advance(
+    settings: Settings, to: float, partitions: Iterable[int] | None = None
+) -> dict[int, dict[str, int]]:
     """Send one tick per partition (``Advancer``) and close the clients."""
     advancer = Advancer(settings)
     try:
-        return advancer(to)
+        return advancer(to, partitions)
     finally:
         advancer.close()
 

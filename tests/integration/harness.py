@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,11 @@ def malformed(partitions: int) -> list[Published]:
     return bad
 
 
-def publish(settings: Settings, messages: list[Published]) -> None:
+def publish(settings: Settings, messages: list[Published], partition: int | None = None) -> None:
+    """Send ``messages`` keyed as they are, to ``partition`` if given (else by key)."""
     producer = KafkaProducer(acks="all", linger_ms=20, **settings.kafka.client_options())
     for topic, key, value in messages:
-        producer.send(settings.topic(topic), key=key.encode(), value=value)
+        producer.send(settings.topic(topic), key=key.encode(), value=value, partition=partition)
     producer.flush()
     producer.close()
 
@@ -193,13 +194,26 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: flo
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def last_window_done(settings: Settings, last_ts: float) -> Callable[[], bool]:
+def wait_for_last_window(
+    settings: Settings, last_ts: float, timeout: float, workers: Sequence[str] = ("w0",)
+) -> None:
+    """Wait until the window holding ``last_ts`` has its ``_SUCCESS``; on a timeout the
+    failure carries what the workers logged and their stats (watermarks, pending, offsets)."""
     wanted = window_folder(window_start(last_ts))
-
-    def check() -> bool:
-        return wanted in completed_windows(settings.samples_root)
-
-    return check
+    try:
+        wait_for(
+            lambda: wanted in completed_windows(settings.samples_root),
+            timeout,
+            f"the last window's _SUCCESS ({wanted})",
+        )
+    except AssertionError as exc:
+        evidence = [str(exc)]
+        for name in workers:
+            evidence.append(f"--- worker {name} log (tail) ---\n{worker_log(settings, name)}")
+            stats = Path(settings.home) / "streams" / f"{name}.json"
+            if stats.exists():
+                evidence.append(f"--- worker {name} stats ---\n{stats.read_text()[-4000:]}")
+        raise AssertionError("\n".join(evidence)) from None
 
 
 def landed_labels(settings: Settings) -> dict[str, tuple[int, int]]:

@@ -20,14 +20,13 @@ from snapshots.store import HBaseSnapshotStore
 from streams.control import advance
 from tests.integration.harness import (
     ROOT,
-    last_window_done,
     parsed,
     publish,
     scoped,
     simulated_events,
     start_worker,
     stop,
-    wait_for,
+    wait_for_last_window,
     worker_env,
 )
 
@@ -83,7 +82,7 @@ def test_samples_carry_the_served_snapshot_or_the_stream_state_with_profiles(
         publish(local, day)
         last = max(e.ts for e in parsed(day))
         advance(local, last + 3 * 3600)
-        wait_for(last_window_done(local, last), 240, "the last window")
+        wait_for_last_window(local, last, 240)
     finally:
         stop(worker)
     table = pa.concat_tables(

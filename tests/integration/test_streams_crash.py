@@ -29,15 +29,13 @@ from streams.reference import reference_labels
 from tests.integration.harness import (
     landed_labels,
     last_ts,
-    last_window_done,
     parsed,
     publish,
     scoped,
     simulated_events,
     start_worker,
     stop,
-    wait_for,
-    worker_log,
+    wait_for_last_window,
 )
 
 RULES = LabelRules()
@@ -81,12 +79,7 @@ def test_a_worker_killed_three_times_lands_the_same_samples(
             process = start_worker(local, "w0")
         publisher.join()
         advance(local, last_ts(day) + 3 * 3600)
-        wait_for(
-            last_window_done(local, last_ts(day)), 300, "the last window's _SUCCESS after the kills"
-        )
-    except AssertionError:
-        print(worker_log(local, "w0"))
-        raise
+        wait_for_last_window(local, last_ts(day), 300)
     finally:
         stop(process)
     assert kills == 3

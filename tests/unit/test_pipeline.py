@@ -22,7 +22,7 @@ import pytest
 from liverank.simulator.run import parse_start
 from liverank.simulator.traffic import TrafficGenerator
 from liverank.simulator.world import WorldConfig, build_world
-from snapshots.layout import parse_window_folder
+from snapshots.layout import WINDOW_SECONDS, parse_window_folder, window_folder, window_start
 from snapshots.samples import (
     SampleLander,
     completed_windows,
@@ -203,6 +203,26 @@ def test_a_worker_dying_between_batches_lands_the_same_files(day: Any, tmp_path:
         b = read_window(str(tmp_path / "crashing"), start, latest=False)
         assert a.num_rows == latest_versions(a).num_rows  # one row per sample in a file
         assert sorted(a["sample_id"].to_pylist()) == sorted(b["sample_id"].to_pylist())
+
+
+def test_a_stopped_watermark_still_marks_the_windows_created_behind_it(tmp_path: Path) -> None:
+    """Partition 1 had no event and was ticked to the end of the day before partition 0
+    landed anything (the control topic read first): its watermark never moves again, so its
+    one look at the folders found none. The sweep marks what partition 0 created later."""
+    lander = SampleLander(str(tmp_path), 2, RULES.click_window, RULES.horizon)
+    first = window_start(parse_start("2026-11-05"))
+    end = first + 6 * 3600
+    assert lander.mark(1, [], end) == []
+    assert lander.mark(1, [], end) == []  # the same watermark again: no new look
+    later = first + 5 * 3600  # closed for a watermark at ``end`` only after the click window
+    assert lander.mark(0, [first, later], end) == []  # partition 1's markers are missing
+    assert completed_windows(str(tmp_path)) == []
+    early = first + WINDOW_SECONDS + RULES.click_window + 1  # ``first`` closed, ``later`` not
+    assert lander.sweep({1: early}) == [window_folder(first)]
+    assert lander.sweep({0: end, 1: end}) == [window_folder(later)]
+    assert lander.sweep({0: end, 1: end}) == []
+    assert lander.sweep({1: math.inf, 0: -math.inf}) == []  # no watermark yet: nothing
+    assert completed_windows(str(tmp_path)) == [window_folder(first), window_folder(later)]
 
 
 def assert_exact_features(root: Path, events: list[Event]) -> list[dict[str, Any]]:
