@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from liverank.errors import LiverankError
@@ -58,6 +59,16 @@ class HBaseTables:
                             raise
                 self._known.add(name)
             return connection.table(name)
+
+    @contextlib.contextmanager
+    def dropping_on_error(self) -> Iterator[None]:
+        """Run a block of calls; when it fails, drop the connection before the error goes on
+        (a Thrift socket that broke or timed out stays broken), so the next call reconnects."""
+        try:
+            yield
+        except Exception:
+            self.reset()
+            raise
 
     def reset(self) -> None:
         """Drop the connection (after an error); the next call reconnects."""

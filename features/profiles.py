@@ -23,6 +23,9 @@ ANCHOR_COLUMNS = {"category": "p_anchor_category", "tags": "p_anchor_tags"}
 
 
 class ProfileStore(Protocol):
+    def open(self) -> None:
+        """Connect and make sure the tables exist (so the first read is a read)."""
+
     def put(self, kind: str, rows: Mapping[str, Profile]) -> None: ...
 
     def get(self, kind: str, ids: Iterable[str]) -> dict[str, Profile]: ...
@@ -35,9 +38,13 @@ class HBaseProfileStore:
     def _table(self, kind: str) -> Any:
         return self.tables.table(USER_TABLE if kind == "user" else ANCHOR_TABLE, FAMILY)
 
+    def open(self) -> None:
+        with self.tables.dropping_on_error():
+            self._table("user")
+            self._table("anchor")
+
     def put(self, kind: str, rows: Mapping[str, Profile]) -> None:
-        table = self._table(kind)
-        with table.batch(batch_size=1000) as batch:
+        with self.tables.dropping_on_error(), self._table(kind).batch(batch_size=1000) as batch:
             for row_id, profile in rows.items():
                 batch.put(
                     row_id.encode(), {f"p:{k}".encode(): v.encode() for k, v in profile.items()}
@@ -47,7 +54,8 @@ class HBaseProfileStore:
         keys = [i.encode() for i in dict.fromkeys(ids)]
         if not keys:
             return {}
-        rows = self._table(kind).rows(keys)
+        with self.tables.dropping_on_error():
+            rows = self._table(kind).rows(keys)
         return {
             k.decode(): {c.decode()[2:]: v.decode() for c, v in cols.items()} for k, cols in rows
         }
@@ -56,6 +64,9 @@ class HBaseProfileStore:
 class MemoryProfileStore:
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Profile]] = {"user": {}, "anchor": {}}
+
+    def open(self) -> None:
+        pass
 
     def put(self, kind: str, rows: Mapping[str, Profile]) -> None:
         self.rows[kind].update({k: dict(v) for k, v in rows.items()})
@@ -80,6 +91,14 @@ class CachedProfiles:
     def features(self, kind: str, ids: Iterable[str]) -> dict[str, dict[str, str]]:
         """The profile features of ``ids`` (``kind`` "user" or "anchor"), empty ones for ids
         without a profile."""
+        found, misses = self.cached(kind, ids)
+        if misses:
+            found.update(self.fill(kind, misses))
+        return found
+
+    def cached(self, kind: str, ids: Iterable[str]) -> tuple[dict[str, dict[str, str]], list[str]]:
+        """What the cache holds of ``ids``, and the ids it does not (or only expired), each
+        once. No store read."""
         now = self.clock()
         found: dict[str, dict[str, str]] = {}
         misses = []
@@ -89,14 +108,19 @@ class CachedProfiles:
                 found[i] = hit[1]
             else:
                 misses.append(i)
-        if misses:
-            misses = list(dict.fromkeys(misses))
-            fetched = self.store.get(kind, misses)
-            columns = USER_COLUMNS if kind == "user" else ANCHOR_COLUMNS
-            for i in misses:
-                features = _features(fetched.get(i, {}), columns)
-                self._cache[(kind, i)] = (now, features)
-                found[i] = features
+        return found, list(dict.fromkeys(misses))
+
+    def fill(self, kind: str, ids: list[str]) -> dict[str, dict[str, str]]:
+        """Read ``ids`` from the store into the cache (an id without a profile is cached
+        empty) and return their features; a store failure raises and caches nothing."""
+        now = self.clock()
+        fetched = self.store.get(kind, ids)
+        columns = USER_COLUMNS if kind == "user" else ANCHOR_COLUMNS
+        found = {}
+        for i in ids:
+            features = _features(fetched.get(i, {}), columns)
+            self._cache[(kind, i)] = (now, features)
+            found[i] = features
         return found
 
     def user_features(self, user_id: str) -> dict[str, str]:

@@ -184,6 +184,9 @@ class ScorerSettings(Section):
     # More than one: more requests per second on more cores, but an admin rollback would move
     # one process only, so it is refused (roll LATEST back instead).
     workers: int = Field(1, ge=1)
+    # How long a request waits for the profiles its cache misses (then: defaults, degraded);
+    # the read goes on in the background and fills the cache for the next requests.
+    profile_timeout_seconds: float = Field(0.5, gt=0)
 
 
 class LocalServicesSettings(Section):

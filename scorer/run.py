@@ -36,7 +36,12 @@ def build_app(settings: Settings) -> FastAPI:
     profiles = CachedProfiles(
         HBaseProfileStore(_hbase(settings)), settings.hbase.profile_cache_seconds
     )
-    fetcher = FeatureFetcher(store, profiles, timeout_seconds=redis.socket_timeout_seconds)
+    fetcher = FeatureFetcher(
+        store,
+        profiles,
+        timeout_seconds=redis.socket_timeout_seconds,
+        profile_timeout_seconds=settings.scorer.profile_timeout_seconds,
+    )
     writer = SnapshotWriter(
         HBaseSnapshotStore(_hbase(settings), settings.hbase.snapshot_ttl_seconds),
         settings.scorer.snapshot_queue_size,

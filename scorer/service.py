@@ -119,6 +119,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(holder.check)
+        await fetcher.open()
         puller.start()
         snapshots.start()
         follower = (

@@ -75,7 +75,7 @@ class HBaseSnapshotStore:
         self.put_many([(request_id, snapshot)])
 
     def put_many(self, snapshots: Iterable[tuple[str, Snapshots]]) -> None:
-        with self._table().batch() as batch:
+        with self.tables.dropping_on_error(), self._table().batch() as batch:
             for request_id, snapshot in snapshots:
                 batch.put(request_id.encode(), {CELL: encode_snapshot(snapshot)})
 
@@ -83,11 +83,9 @@ class HBaseSnapshotStore:
         keys = [r.encode() for r in dict.fromkeys(request_ids)]
         if not keys:
             return {}
-        return {
-            key.decode(): decode_snapshot(cells[CELL])
-            for key, cells in self._table().rows(keys, columns=[CELL])
-            if CELL in cells
-        }
+        with self.tables.dropping_on_error():
+            rows = self._table().rows(keys, columns=[CELL])
+        return {key.decode(): decode_snapshot(cells[CELL]) for key, cells in rows if CELL in cells}
 
 
 class MemorySnapshotStore:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +214,92 @@ def test_an_admin_rollback_is_refused_when_several_processes_serve(tmp_path: Pat
     with TestClient(app) as client:
         answer = client.post("/v1/admin/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 409 and "liverank models rollback" in answer.json()["detail"]
+
+
+class GatedProfiles(MemoryProfileStore):
+    """A profile store whose reads wait for ``gate`` (a slow HBase), or fail while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.down = False
+        self.reads: list[tuple[str, list[str]]] = []
+
+    def get(self, kind: str, ids: Any) -> dict[str, dict[str, str]]:
+        ids = list(ids)
+        self.reads.append((kind, ids))
+        if not self.gate.wait(timeout=5):
+            raise TimeoutError("the test never opened the gate")
+        if self.down:
+            raise ConnectionError("hbase is down")
+        return super().get(kind, ids)
+
+
+def gated_fetcher(clock: Any = time.monotonic) -> tuple[FeatureFetcher, GatedProfiles]:
+    store = GatedProfiles()
+    store.put("user", {"u1": {"gender": "f"}, "u2": {"gender": "m"}})
+    store.put("anchor", {"a1": {"category": "music"}})
+    fetcher = FeatureFetcher(
+        MemoryFeatureStore(), CachedProfiles(store, 60), profile_timeout_seconds=0.2
+    )
+    fetcher.profiles.clock = clock
+    return fetcher, store
+
+
+def test_a_slow_profile_store_neither_blocks_the_loop_nor_holds_the_request() -> None:
+    fetcher, store = gated_fetcher()
+
+    async def scenario() -> None:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        running = asyncio.create_task(ticker())
+        began = time.monotonic()
+        first, second = await asyncio.gather(
+            fetcher.fetch("u1", ["a1"], "home"), fetcher.fetch("u1", ["a1"], "home")
+        )
+        waited = time.monotonic() - began
+        assert 0.2 <= waited < 1.0  # the timeout, not the store's pace
+        assert ticks >= 5  # the loop went on while the store was slow
+        for fetched in (first, second):
+            assert fetched.degraded == ["hbase"]
+            assert fetched.rows.shared["p_gender"] == ""  # the default
+        # One read of the user for both requests; the anchors' read queues behind it on
+        # the one thread the store is read from.
+        assert store.reads == [("user", ["u1"])]
+        store.gate.set()
+        while fetcher.profiles._reading:
+            await asyncio.sleep(0.01)
+        later = await fetcher.fetch("u1", ["a1"], "home")
+        assert later.degraded == []
+        assert later.rows.shared["p_gender"] == "f"
+        assert later.rows.own["p_anchor_category"] == ["music"]
+        assert sorted(store.reads) == [("anchor", ["a1"]), ("user", ["u1"])]  # no more
+        running.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_profile_store_is_left_alone_a_while_then_read_again() -> None:
+    now = [100.0]
+    fetcher, store = gated_fetcher(clock=lambda: now[0])
+    store.gate.set()
+    store.down = True
+
+    async def scenario() -> None:
+        assert (await fetcher.fetch("u2", ["a1"], "home")).degraded == ["hbase"]
+        reads = len(store.reads)
+        assert (await fetcher.fetch("u2", ["a1"], "home")).degraded == ["hbase"]
+        assert len(store.reads) == reads  # resting: not asked again at once
+        store.down = False
+        now[0] += fetcher.profiles.retry
+        fetched = await fetcher.fetch("u2", ["a1"], "home")
+        assert fetched.degraded == []
+        assert fetched.rows.shared["p_gender"] == "m"
+
+    asyncio.run(scenario())
