@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LIVERANK := $(BIN)/liverank
 
-.PHONY: install services services-down lint format test test-unit test-integration test-soak demo clean
+.PHONY: install services services-down lint format test test-unit test-integration demo clean
 
 install: $(STAMP)
 
@@ -39,9 +39,6 @@ test-unit: install
 
 test-integration: services
 	$(BIN)/pytest -m integration
-
-test-soak: services
-	$(BIN)/pytest -m soak
 
 demo: install services
 	$(LIVERANK) demo
