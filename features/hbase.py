@@ -6,11 +6,15 @@ happybase is synchronous; async callers run these stores' methods in a thread.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from liverank.errors import LiverankError
+
+T = TypeVar("T")
+log = logging.getLogger("liverank.hbase")
 
 
 class HBaseUnavailable(LiverankError):
@@ -69,6 +73,17 @@ class HBaseTables:
         except Exception:
             self.reset()
             raise
+
+    def read(self, call: Callable[[], T]) -> T:
+        """Run a read; when it fails, once more on a new connection (the Thrift server closes
+        connections left idle, and the first call on one fails). A second failure raises."""
+        try:
+            return call()
+        except Exception as exc:
+            log.info("HBase read failed, reading again on a new connection: %s", exc)
+            self.reset()
+        with self.dropping_on_error():
+            return call()
 
     def reset(self) -> None:
         """Drop the connection (after an error); the next call reconnects."""

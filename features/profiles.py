@@ -54,8 +54,7 @@ class HBaseProfileStore:
         keys = [i.encode() for i in dict.fromkeys(ids)]
         if not keys:
             return {}
-        with self.tables.dropping_on_error():
-            rows = self._table(kind).rows(keys)
+        rows = self.tables.read(lambda: self._table(kind).rows(keys))
         return {
             k.decode(): {c.decode()[2:]: v.decode() for c, v in cols.items()} for k, cols in rows
         }

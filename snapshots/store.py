@@ -83,8 +83,7 @@ class HBaseSnapshotStore:
         keys = [r.encode() for r in dict.fromkeys(request_ids)]
         if not keys:
             return {}
-        with self.tables.dropping_on_error():
-            rows = self._table().rows(keys, columns=[CELL])
+        rows = self.tables.read(lambda: self._table().rows(keys, columns=[CELL]))
         return {key.decode(): decode_snapshot(cells[CELL]) for key, cells in rows if CELL in cells}
 
 
