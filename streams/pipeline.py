@@ -339,10 +339,13 @@ class UserSide:
         The tables record the last offset applied per topic-partition (in the watermark
         state). An older message is read again after a restart (each table drops what it
         already holds); a newer one past a gap means the consumer skipped messages (offsets
-        committed past events whose effects were lost in a crash): the batch stops reading
-        that topic-partition and asks to read it again from the gap. Messages past the gap can
-        still come after the seek (fetched before it): they are refused and the rewind asked
-        again. A gap still there after ``REWIND_ATTEMPTS`` batches is a real hole in the log.
+        committed past events whose effects were lost in a crash, or at a rebalance). With
+        nothing applied yet the gap is counted from offset 0: the first messages of a
+        partition handed over before its first batch was durable were lost that way. The batch
+        stops reading that topic-partition and asks to read it again from the gap. Messages
+        past the gap can still come after the seek (fetched before it): they are refused and
+        the rewind asked again. A gap still there after ``REWIND_ATTEMPTS`` batches is a real
+        hole in the log.
         """
         if message.topic not in USER_SOURCES:
             return True
@@ -350,9 +353,11 @@ class UserSide:
         if tp in batch.rewind:
             return False
         applied = mark.offsets.get(message.topic)
-        if applied is None or message.offset <= applied:
+        if applied is not None and message.offset <= applied:
             return True
-        expected = applied + 1
+        # Nothing applied yet: the log starts at offset 0 (a log whose start was deleted by
+        # retention is taken for a hole after the rewinds below).
+        expected = 0 if applied is None else applied + 1
         if message.offset == expected:
             self._rewound.pop(tp, None)
             return True
