@@ -156,7 +156,6 @@ class StreamRuntime:
             settings.hbase.table_prefix,
             settings.hbase.timeout_ms,
         )
-        self.hbase = hbase
         self.snapshots = HBaseSnapshotStore(hbase, settings.hbase.snapshot_ttl_seconds)
         self.profiles = CachedProfiles(
             HBaseProfileStore(hbase), settings.hbase.profile_cache_seconds
@@ -259,8 +258,7 @@ class StreamRuntime:
         for attempt in range(3):
             try:
                 return await asyncio.to_thread(call)
-            except Exception as exc:
-                self.hbase.reset()
+            except Exception as exc:  # the stores drop a broken connection themselves
                 log.warning("HBase %s read failed (attempt %d): %s", what, attempt + 1, exc)
                 await asyncio.sleep(0.5 * (attempt + 1))
         self.metrics.degraded.labels(what).inc()
