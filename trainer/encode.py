@@ -35,7 +35,9 @@ from trainer.vocab import PADDING_ROW, Vocabulary
 @dataclass
 class Batch:
     single: torch.Tensor  # [B, F] rows of the id and numeric fields
-    sequences: list[torch.Tensor]  # per sequence field [B, L] rows, PADDING_ROW past the end
+    # Per sequence field [B, L] rows, PADDING_ROW past the end; or [1, L] when every row has
+    # the same list (a request's user fields), which the model reads once for all rows.
+    sequences: list[torch.Tensor]
     dense: torch.Tensor  # [B, N] sign(x)·log1p(|x|) of the numeric fields
     click: torch.Tensor  # [B] float
     conversion: torch.Tensor  # [B] float
@@ -43,11 +45,15 @@ class Batch:
     def __len__(self) -> int:
         return int(self.single.shape[0])
 
+    def shares(self, sequence: torch.Tensor) -> bool:
+        """Whether ``sequence`` (one of ``sequences``) is one list for every row."""
+        return sequence.shape[0] == 1 and len(self) != 1
+
     def slice(self, index: torch.Tensor | slice) -> Batch:
         """The rows at ``index`` (a tensor of positions copies; a slice gives views)."""
         return Batch(
             self.single[index],
-            [s[index] for s in self.sequences],
+            [s if self.shares(s) else s[index] for s in self.sequences],
             self.dense[index],
             self.click[index],
             self.conversion[index],
@@ -288,7 +294,8 @@ class Encoder:
         return np.asarray(mapping[values.indices], dtype=np.int64)
 
     def encode(self, table: pa.Table | Columns) -> Batch:
-        """The model's inputs for every row (a shared field's one row is copied to all)."""
+        """The model's inputs for every row. A shared field's one value is copied to all
+        rows, except a shared sequence: it stays one row (``Batch.shares``)."""
         columns = Columns.of(table)
         n = columns.num_rows
         single = np.zeros((n, len(self.single)), dtype=np.int64)
@@ -319,8 +326,6 @@ class Encoder:
                 owners = np.repeat(np.arange(len(lengths)), lengths)
                 starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
                 padded[owners, np.arange(len(rows)) - starts] = rows
-            if len(lengths) != n:  # shared
-                padded = np.repeat(padded, n, axis=0)
             sequences.append(torch.from_numpy(padded))
         return Batch(
             torch.from_numpy(single),

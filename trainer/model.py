@@ -187,6 +187,10 @@ class Packed:
     position: torch.Tensor  # [P] its place in the sample's sequence
     count: torch.Tensor  # [N, 1] items per sample, at least 1 (a mean's divisor)
 
+    @property
+    def samples(self) -> int:
+        return int(self.count.shape[0])
+
     @classmethod
     def of(cls, sequence: torch.Tensor) -> Packed:
         owner, position = torch.nonzero(sequence != PADDING_ROW, as_tuple=True)
@@ -213,6 +217,10 @@ class Interest(nn.Module):
         self.scale = 1.0 / math.sqrt(dim)
 
     def forward(self, target: torch.Tensor, items: torch.Tensor, packed: Packed) -> torch.Tensor:
+        """[N, D]: each target's attention-weighted sum of its sample's items. ``packed``
+        holds N samples' items, or one sample's that every target shares (a request)."""
+        if packed.samples != target.shape[0]:
+            return self._shared(target, items, packed)
         query = self.query(target).index_select(0, packed.owner)
         keys = items + self.position.index_select(0, packed.position)
         scores = (query * keys).sum(dim=1) * self.scale
@@ -224,6 +232,16 @@ class Interest(nn.Module):
         norm = packed.total(weights.unsqueeze(1), target.shape[0])
         weights = weights / norm.squeeze(1).index_select(0, packed.owner)
         return packed.total(weights.unsqueeze(1) * items, target.shape[0])
+
+    def _shared(self, target: torch.Tensor, items: torch.Tensor, packed: Packed) -> torch.Tensor:
+        """The same attention when all N targets attend over one list of P items: an
+        [N, P] product instead of N copies of the list (200 candidates × 50 recent anchors
+        made 10,000 packed items per request)."""
+        if len(items) == 0:
+            return target.new_zeros(target.shape)
+        keys = items + self.position.index_select(0, packed.position)
+        scores = self.query(target) @ keys.T * self.scale
+        return torch.softmax(scores, dim=1) @ items
 
 
 class ResidualMLP(nn.Module):
@@ -278,7 +296,7 @@ class Tower(nn.Module):
 class Gathered:
     """The rows one batch touches, as leaf tensors whose gradients the sparse step applies."""
 
-    rows: torch.Tensor  # unique row ids
+    rows: torch.Tensor  # the row ids gathered (distinct when training)
     embedding: torch.Tensor  # [U, D] requires grad
     wide: torch.Tensor  # [U, 2] requires grad
     inverse: torch.Tensor  # position in ``rows`` of every looked-up row
@@ -305,7 +323,10 @@ class ESMM(nn.Module):
             [batch.single.flatten()]
             + [s[p.owner, p.position] for s, p in zip(batch.sequences, sequences, strict=True)]
         )
-        rows, inverse = torch.unique(looked_up, return_inverse=True)
+        if train:  # the step updates each touched row once: gather the distinct rows
+            rows, inverse = torch.unique(looked_up, return_inverse=True)
+        else:  # no step: a plain gather, without the sort that finding the distinct ones costs
+            rows, inverse = looked_up, torch.arange(len(looked_up))
         embedding = tables.embedding.index_select(0, rows)
         wide = tables.wide.index_select(0, rows)
         if train:
@@ -326,11 +347,12 @@ class ESMM(nn.Module):
         items = torch.empty(0)  # the interest sequence's present items
         interest = gathered.sequences[self.config.interest_sequence]  # and where they sit
         for index, packed in enumerate(gathered.sequences):
-            rows = inverses[index + 1]
+            # A sequence every row shares (a request's user lists) is pooled once.
+            rows, samples = inverses[index + 1], packed.samples
             part = gathered.embedding.index_select(0, rows)
-            pooled.append(packed.total(part, n) / packed.count)
+            pooled.append((packed.total(part, samples) / packed.count).expand(n, -1))
             part_wide = gathered.wide.index_select(0, rows)
-            wide_sum = wide_sum + packed.total(part_wide, n) / packed.count
+            wide_sum = wide_sum + packed.total(part_wide, samples) / packed.count
             if index == self.config.interest_sequence:
                 items = part
         # The fields every tower sees; each tower adds its own interest output to them.

@@ -212,10 +212,39 @@ def test_a_requests_columns_encode_like_its_rows_as_a_table() -> None:
     mine, theirs = encoder.encode(RequestColumns(rows)), encoder.encode(table)
     assert torch.equal(mine.single, theirs.single)
     for a, b in zip(mine.sequences, theirs.sequences, strict=True):
-        assert torch.equal(a, b)
+        assert torch.equal(a.expand_as(b), b)
+    # The user's lists stay one row for the request; the anchors' tags are one per candidate.
+    assert [mine.shares(s) for s in mine.sequences] == [True, True, False]
     assert torch.equal(mine.dense, theirs.dense)
     assert torch.equal(mine.click, theirs.click) and len(mine) == 4
     assert encoder.counts(RequestColumns(rows)) == encoder.counts(table)
+
+
+@pytest.mark.parametrize("history", ["a3,a1,a7,a3,a12", ""])
+def test_a_request_scores_as_its_rows_do_one_by_one(history: str) -> None:
+    """A request's shared user lists are read once for all candidates (pooled once, one
+    attention product); the scores must be those of the same rows as a table, where every
+    row carries its own copy, including a user with no history at all."""
+    learner = Learner(settings(mlp_dtype="float32"))
+    learner.fit(synthetic(2000, 11), "incremental")
+    with torch.no_grad():  # a few steps barely move them from zero: make them count
+        for tower in learner.model.tower_list():
+            tower.interest.position.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    ids = [f"a{i}" for i in range(30)]
+    anchors = [{"a_viewers": float(i * 7), "a_live": float(i % 2)} for i in range(30)]
+    profiles = {f"a{i}": {"p_anchor_tags": f"t{i % 3},t{i % 5}"} for i in range(0, 30, 2)}
+    user = {"u_recent_anchors": history, "u_ctr_decayed": 0.3}
+    rows = request_rows(
+        "u7", ids, user, anchors, [], {"p_user_categories": "c1,c2"}, profiles, "home"
+    )
+    names = [s.name for s in learner.specs]
+    table = rows_table(
+        [{**rows.row(i), "user_id": "u7", "anchor_id": a} for i, a in enumerate(ids)], names
+    )
+    request = learner.encoder.encode(RequestColumns(rows))
+    assert request.shares(request.sequences[0])
+    for mine, theirs in zip(learner.predict_batch(request), learner.predict(table), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
 
 
 def test_weights_driven_to_zero_are_left_out_of_the_published_vocabulary() -> None:
