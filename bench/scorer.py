@@ -33,6 +33,7 @@ import httpx
 import numpy as np
 
 from deploy.local.processes import free_port
+from deploy.local.scratch import forget
 from features.hbase import HBaseTables
 from features.profiles import CachedProfiles, HBaseProfileStore
 from features.store import FeatureWrite, RedisFeatureStore
@@ -51,7 +52,14 @@ async def fill_redis(settings: Settings, users: int, anchors: int) -> None:
     rng = np.random.default_rng(1)
     await store.write(
         FeatureWrite(
-            users={f"u{i}": {"u_ctr_decayed": float(rng.random())} for i in range(users)},
+            users={
+                f"u{i}": {
+                    "u_ctr_decayed": float(rng.random()),
+                    # a full recent list: the interest module's work for a regular user
+                    "u_recent_anchors": ",".join(f"a{j}" for j in rng.integers(0, anchors, 50)),
+                }
+                for i in range(users)
+            },
             anchors={
                 f"a{i}": {"a_viewers": float(rng.integers(0, 5000)), "a_live": 1.0}
                 for i in range(anchors)
@@ -166,9 +174,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
+        prefix = f"benchscorer{os.getpid()}"  # its own snapshot table, deleted at the end
         settings = Settings(
             checkpoint_root=scratch,
-            kafka={"topic_prefix": f"benchscorer{os.getpid()}"},  # type: ignore[arg-type]
+            kafka={"topic_prefix": prefix},  # type: ignore[arg-type]
+            hbase={"table_prefix": prefix},  # type: ignore[arg-type]
         )
         learner = Learner(settings)
         learner.fit(synthetic(20000, 1), "incremental")
@@ -187,6 +197,7 @@ def main() -> None:
         env.update(
             LIVERANK_CHECKPOINT_ROOT=scratch,
             LIVERANK_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+            LIVERANK_HBASE__TABLE_PREFIX=settings.hbase.table_prefix,
             LIVERANK_SCORER__PORT=str(port),
             LIVERANK_SCORER__WORKERS=str(args.workers),
         )
@@ -213,6 +224,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=20)
+            print(f"[bench] scratch data: {forget(settings, [prefix]).summary()}", flush=True)
     ordered = sorted(latencies)
     p50 = statistics.median(ordered) if ordered else float("nan")
     p99 = ordered[int(0.99 * (len(ordered) - 1))] if ordered else float("nan")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deploy.local.scratch import forget
 from liverank.settings import Settings
 from streams.events import INPUT_TOPICS
 from tests.integration.harness import (
@@ -94,12 +95,16 @@ def main() -> None:
     base = Settings.load(home=Path(__file__).resolve().parents[1] / ".liverank")
     settings = scoped(base, f"bench{uuid.uuid4().hex[:8]}", home, stats_interval_seconds=0.25)
     events = simulated_events(days=args.days, users=args.users, anchors=args.anchors, seed=7)
-    print(f"[bench] publishing {len(events):,d} events", file=sys.stderr, flush=True)
-    publish(settings, events)
-    raw = asyncio.run(raw_rate(settings, len(events)))
-    print(f"[bench] raw aiokafka consume: {raw:,.0f} events/s", file=sys.stderr, flush=True)
-    full = full_rate(settings, len(events))
-    print(f"[bench] full worker: {full:,.0f} events/s", file=sys.stderr, flush=True)
+    try:
+        print(f"[bench] publishing {len(events):,d} events", file=sys.stderr, flush=True)
+        publish(settings, events)
+        raw = asyncio.run(raw_rate(settings, len(events)))
+        print(f"[bench] raw aiokafka consume: {raw:,.0f} events/s", file=sys.stderr, flush=True)
+        full = full_rate(settings, len(events))
+        print(f"[bench] full worker: {full:,.0f} events/s", file=sys.stderr, flush=True)
+    finally:
+        done = forget(settings, [settings.kafka.topic_prefix])
+        print(f"[bench] scratch data: {done.summary()}", file=sys.stderr, flush=True)
     print(f"streams: full={full:.0f} raw={raw:.0f} ratio={full / raw:.3f}")
 
 

@@ -445,6 +445,12 @@ class HBaseService(LocalService):
             "hbase.regionserver.port": str(self.local.hbase_regionserver_port),
             "hbase.master.ipc.address": "127.0.0.1",
             "hbase.regionserver.ipc.address": "127.0.0.1",
+            # A small heap on a shared machine: bound the RPC queue (1 GB by default, more
+            # than the heap) so a burst of big snapshot puts is pushed back, with a retry,
+            # instead of running the region server out of memory; and keep the block cache
+            # small (reads here are point gets of small rows) to leave room for the memstore.
+            "hbase.ipc.server.max.callqueue.size": str(64 * 1024 * 1024),
+            "hfile.block.cache.size": "0.2",
         }
         body = "".join(
             f"  <property><name>{k}</name><value>{v}</value></property>\n"

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from deploy.local.processes import free_port
+from deploy.local.scratch import forget
 from deploy.local.services import LocalServices, print_progress
 from features.hbase import HBaseTables
 from features.profiles import HBaseProfileStore, load_profiles
@@ -264,23 +265,17 @@ def demo_settings(base: Settings, home: Path, run: str) -> Settings:
 
 
 def _forget_previous_run(base: Settings, home: Path) -> None:
-    """Delete the topics of the previous demo run (its folders go with ``home``)."""
+    """Delete the topics and tables of the previous demo run (its folders go with ``home``)."""
     record = home / "run.json"
     if not record.exists():
         return
-    from kafka.admin import KafkaAdminClient
-
     try:
         previous = json.loads(record.read_text())["run"]
-        admin = KafkaAdminClient(**base.kafka.client_options())
-        try:
-            old = [t for t in admin.list_topics() if t.startswith(previous + ".")]
-            if old:
-                admin.delete_topics(old)
-        finally:
-            admin.close()
-    except Exception as exc:  # best effort: a leftover topic costs disk, not correctness
-        say(f"could not delete the previous run's topics ({type(exc).__name__}: {exc})")
+    except (OSError, ValueError, KeyError) as exc:
+        say(f"could not read the previous run's name from {record}: {exc}")
+        return
+    done = forget(base, [previous])
+    say(f"previous run {previous}: {done.summary()}")
 
 
 def run_demo(base: Settings, options: DemoOptions) -> Path:

@@ -26,6 +26,9 @@ from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 Published = tuple[str, str, bytes]  # topic (no prefix), key, value
+# The topic and table prefixes given out in this test session; conftest deletes their topics
+# and tables when the session ends (LIVERANK_TEST_KEEP_DATA=1 keeps them to look at).
+SCOPED: set[str] = set()
 
 
 def simulated_events(
@@ -121,6 +124,8 @@ def publish(settings: Settings, messages: list[Published], partition: int | None
 
 
 def scoped(settings: Settings, name: str, home: Path, **streams: Any) -> Settings:
+    """``settings`` with topics and tables of their own (prefix ``name``), files in ``home``."""
+    SCOPED.add(name)
     kafka = settings.kafka.model_copy(update={"topic_prefix": name})
     hbase = settings.hbase.model_copy(update={"table_prefix": name})
     update: dict[str, Any] = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -78,11 +77,13 @@ def start_scorer(settings: Settings, port: int, workers: int = 1) -> subprocess.
 
 
 @pytest.fixture
-def scorer_world(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+def scorer_world(
+    tmp_path: Path, request: pytest.FixtureRequest, services: LocalServices, unique: str
+) -> Any:
     """A ``liverank serve`` process (``request.param`` worker processes, 1 unless a test
     parametrizes the fixture) and a client of it."""
     base = Settings(checkpoint_root=str(tmp_path / "checkpoints"), trainer={"seed": 3})  # type: ignore[arg-type]
-    settings = scoped(base, f"scorer{os.getpid()}{int(time.time())}", tmp_path)
+    settings = scoped(base, f"scorer{unique}", tmp_path)
     port = free_port()
     process = start_scorer(settings, port, getattr(request, "param", 1))
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)

@@ -14,6 +14,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from deploy.local.scratch import forget
 from deploy.local.services import LocalServices
 from liverank.settings import Settings
 from tests.integration.conftest import ROOT
@@ -158,3 +159,32 @@ def test_topics_are_created_co_partitioned_and_checked(
     )
     with pytest.raises(TopicError, match="co-partitioned"):
         ensure_topics(wrong)
+
+
+def test_forget_deletes_a_prefixs_topics_and_tables_and_nothing_else(
+    services: LocalServices, settings: Settings, unique: str
+) -> None:
+    """What a finished run leaves (its topics, the faust app's own, its tables) goes; a
+    prefix that only starts the same way keeps everything."""
+    mine, neighbour = f"fg{unique}", f"fg{unique}0"
+    topics = [f"{mine}.clicks", f"{mine}-streams-pending-changelog", f"{neighbour}.clicks"]
+    admin = KafkaAdminClient(**settings.kafka.client_options())
+    connection = happybase.Connection(settings.hbase.thrift_host, settings.hbase.thrift_port)
+    try:
+        admin.create_topics([NewTopic(t, 1, 1) for t in topics])
+        for table in (f"{mine}_snapshots", f"{neighbour}_snapshots"):
+            connection.create_table(table, {"f": {"max_versions": 1}})
+
+        done = forget(settings, [mine])
+
+        assert done.problems == []
+        assert sorted(done.topics) == sorted(topics[:2])
+        assert done.tables == [f"{mine}_snapshots"]
+        left = set(admin.list_topics())
+        assert not left & set(topics[:2]) and topics[2] in left
+        tables = {t.decode() for t in connection.tables()}
+        assert f"{mine}_snapshots" not in tables and f"{neighbour}_snapshots" in tables
+    finally:
+        forget(settings, [neighbour])
+        admin.close()
+        connection.close()

@@ -14,9 +14,11 @@ from liverank.simulator.run import FileSink, KafkaSink, parse_start, simulate
 from liverank.simulator.world import WorldConfig, build_world
 from streams.events import INPUT_TOPICS
 from streams.topics import ensure_topics
+from tests.integration.harness import SCOPED
 
 
 def scoped(settings: Settings, unique: str) -> Settings:
+    SCOPED.add(f"sim{unique}")
     kafka = settings.kafka.model_copy(update={"topic_prefix": f"sim{unique}"})
     return settings.model_copy(update={"kafka": kafka})
 
