@@ -420,6 +420,13 @@ def create_app(settings: Settings, name: str | None = None) -> tuple[faust.App, 
         datadir=str(datadir),
         **extra,
     )
+    # A batch writes its table changes (thousands of changelog messages) at once, and
+    # ``StreamRuntime`` awaits them all before it acknowledges the batch. faust's producer
+    # buffer, meant for a table written event by event, holds back every incoming message
+    # while more than 100 are unsent, flushing with one warning per message (thousands per
+    # demo). A message writes up to ~5 table entries: room for two batches of writes keeps
+    # that backpressure for real overload.
+    app.producer.buffer.max_messages = 10 * settings.streams.batch_size
     runtime = StreamRuntime(settings, app, name or worker_name())
 
     def raw_topic(*names: str) -> Any:
