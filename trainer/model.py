@@ -179,6 +179,11 @@ class SparseTables:
         self.embedding[PADDING_ROW] = 0.0
 
 
+# Look-ups up to which inference gathers rows plainly (measured: a 200-candidate request
+# 1.16 vs 1.35 ms plain; 2,000-row chunks even; 8,192-row chunks 16 % slower plain).
+PLAIN_GATHER_MAX = 65_536
+
+
 @dataclass
 class Packed:
     """A batch's sequence field without its padding: one entry per present item."""
@@ -323,9 +328,12 @@ class ESMM(nn.Module):
             [batch.single.flatten()]
             + [s[p.owner, p.position] for s, p in zip(batch.sequences, sequences, strict=True)]
         )
-        if train:  # the step updates each touched row once: gather the distinct rows
+        # The step updates each touched row once: training gathers the distinct rows. So do
+        # large batches, whose few distinct rows stay in cache; a small one (a request,
+        # ~10,000 look-ups) is gathered plainly, without the sort that finding them costs.
+        if train or len(looked_up) > PLAIN_GATHER_MAX:
             rows, inverse = torch.unique(looked_up, return_inverse=True)
-        else:  # no step: a plain gather, without the sort that finding the distinct ones costs
+        else:
             rows, inverse = looked_up, torch.arange(len(looked_up))
         embedding = tables.embedding.index_select(0, rows)
         wide = tables.wide.index_select(0, rows)
