@@ -43,9 +43,7 @@ def belongs(name: str, prefixes: Iterable[str], separators: str) -> bool:
     True
     """
     return any(
-        name.startswith(prefix)
-        and name[len(prefix) : len(prefix) + 1] in separators
-        and len(name) > len(prefix)
+        len(name) > len(prefix) and name.startswith(prefix) and name[len(prefix)] in separators
         for prefix in prefixes
     )
 
