@@ -13,6 +13,7 @@ from snapshots.samples import SCHEMA
 from trainer.encode import Encoder, RequestColumns, rows_table
 from trainer.fields import field_specs
 from trainer.learner import Learner
+from trainer.model import FactorizationMachine
 from trainer.vocab import PADDING_ROW, Vocabulary
 
 
@@ -118,6 +119,44 @@ def test_the_model_computes_its_definition(dtype: str, tolerance: float) -> None
     assert float(want[0].std()) > 0.1 and float(want[1].std()) > 0.1
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, atol=tolerance, rtol=0)
+
+
+def plain_fm(shared: torch.Tensor, interests: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The FM term as defined, each tower's fields written out in full."""
+    out = []
+    for interest in interests:
+        fields = torch.cat([shared, interest.unsqueeze(1)], dim=1)
+        out.append(0.5 * (fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1))
+    return out
+
+
+@pytest.mark.parametrize("used", [(0, 1), (0,), (1,)])
+def test_the_fm_terms_and_their_gradients_are_those_of_the_definition(
+    used: tuple[int, ...],
+) -> None:
+    generator = torch.Generator().manual_seed(5)
+    shared = torch.randn(9, 6, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    interests = [
+        torch.randn(9, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+        for _ in range(2)
+    ]
+    inputs = (shared, *interests)
+    assert torch.autograd.gradcheck(lambda *x: FactorizationMachine.apply(*x), inputs)
+    got, want = FactorizationMachine.apply(*inputs), plain_fm(shared, interests)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    # A loss over some towers only (the others' gradients arrive as zeros).
+    weights = [torch.randn(9, dtype=torch.float64, generator=generator) for _ in used]
+    got_grads = torch.autograd.grad(
+        sum((got[t] * w).sum() for t, w in zip(used, weights, strict=True)), inputs
+    )
+    want_grads = torch.autograd.grad(
+        sum((want[t] * w).sum() for t, w in zip(used, weights, strict=True)),
+        inputs,
+        allow_unused=True,
+    )
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, torch.zeros_like(g) if w is None else w)
 
 
 def test_the_learner_learns_which_anchors_get_clicked() -> None:
