@@ -134,6 +134,7 @@ class Learner:
         self.dense.zero_grad(set_to_none=True)
         value.backward()  # type: ignore[no-untyped-call]
         self.dense.step()
+        self.model.weights_changed()
         self.sparse.step(self.tables, gathered, scale=float(len(batch)))
         return float(value.detach())
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -303,13 +304,25 @@ class ResidualMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(self.first(x))
 
-    def finish(self, first: torch.Tensor) -> torch.Tensor:
-        """The rest of the network from the first layer's output (before its ReLU)."""
-        x = first
-        for index, (layer, block) in enumerate(zip(self.layers, self.blocks, strict=True)):
-            x = torch.relu(x if index == 0 else layer(x))
-            x = x + torch.relu(block(x))
-        out: torch.Tensor = self.out(x).squeeze(1)
+    def rest(self) -> list[nn.Linear]:
+        """The layers after the first, in the order ``finish`` applies them: block 0, then
+        each further layer and its block, then the output."""
+        order: list[nn.Linear] = [self.blocks[0]]  # type: ignore[list-item]
+        for layer, block in zip(self.layers[1:], self.blocks[1:], strict=True):
+            order += [layer, block]  # type: ignore[list-item]
+        return [*order, self.out]
+
+    def finish(self, first: torch.Tensor, weights: Sequence[Weights] | None = None) -> torch.Tensor:
+        """The rest of the network from the first layer's output (before its ReLU), with
+        ``weights`` for ``rest()`` (the modules' own when None)."""
+        linear = nn.functional.linear
+        weights = weights or [(layer.weight, layer.bias) for layer in self.rest()]
+        x = torch.relu(first)
+        x = x + torch.relu(linear(x, *weights[0]))
+        for index in range(1, len(self.layers)):
+            x = torch.relu(linear(x, *weights[2 * index - 1]))
+            x = x + torch.relu(linear(x, *weights[2 * index]))
+        out: torch.Tensor = linear(x, *weights[-1]).squeeze(1)
         return out
 
 
@@ -342,6 +355,30 @@ class Gathered:
     sequences: list[Packed]  # each sequence field's present items, in ``inverse`` order
 
 
+Weights = tuple[torch.Tensor, torch.Tensor]  # a linear layer's (weight, bias)
+
+
+@dataclass
+class MLPWeights:
+    """Both towers' MLP weights in the layout ``ESMM._deep`` reads."""
+
+    joint: torch.Tensor  # the first layers' shared and dense columns, towers stacked
+    bias: torch.Tensor  # the first layers' biases, stacked
+    interest: list[torch.Tensor]  # each tower's first-layer interest columns
+    rest: list[list[Weights]]  # each tower's ``ResidualMLP.rest()``
+
+    def to(self, dtype: torch.dtype) -> MLPWeights:
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype).contiguous()
+
+        return MLPWeights(
+            cast(self.joint),
+            cast(self.bias),
+            [cast(t) for t in self.interest],
+            [[(cast(w), cast(b)) for w, b in tower] for tower in self.rest],
+        )
+
+
 class ESMM(nn.Module):
     """Two towers over shared embeddings; ``forward`` returns (logit_ctr, logit_cvr)."""
 
@@ -349,8 +386,20 @@ class ESMM(nn.Module):
         super().__init__()
         self.config = config
         self.towers = nn.ModuleDict({name: Tower(config) for name in TOWERS})
+        self._serving: tuple[Any, MLPWeights] | None = None  # see ``_served``
         if config.mlp_dtype == "bfloat16":
             _warn_if_emulated_bfloat16()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave ``_served``'s cache behind; it is made again on use."""
+        state = dict(self.__dict__)
+        state["_serving"] = None
+        return state
+
+    def weights_changed(self) -> None:
+        """Forget ``_served``'s weights: for updates that parameters' version counters miss
+        (torch's fused Adam writes them without counting)."""
+        self._serving = None
 
     def tower_list(self) -> list[Tower]:
         """The towers in ``TOWERS`` order (CTR, CVR)."""
@@ -421,22 +470,53 @@ class ESMM(nn.Module):
         """Each tower's MLP. The towers' inputs differ only in the interest columns, so
         their first layers run as one matmul over the shared columns (one input cast, one
         gradient for it) plus a small one over each tower's interest."""
-        cut, dim = shared.shape[1] * shared.shape[2], self.config.dim
+        cut = shared.shape[1] * shared.shape[2]
+        weights = self._mlp_weights(cut) if torch.is_grad_enabled() else self._served(cut)
         mlps = [tower.mlp for tower in self.tower_list()]
-        # Tower input columns: shared fields [0, cut), interest [cut, cut + dim), dense after.
-        weight = torch.cat(
-            [torch.cat([m.first.weight[:, :cut], m.first.weight[:, cut + dim :]], 1) for m in mlps]
-        )
-        bias = torch.cat([m.first.bias for m in mlps])
         low = self.config.mlp_dtype == "bfloat16"
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
-            joint = nn.functional.linear(torch.cat([shared.flatten(1), dense], 1), weight, bias)
+            joint = nn.functional.linear(
+                torch.cat([shared.flatten(1), dense], 1), weights.joint, weights.bias
+            )
             parts = torch.split(joint, [m.first.out_features for m in mlps], dim=1)
             deeps = [
-                m.finish(part + nn.functional.linear(interest, m.first.weight[:, cut : cut + dim]))
-                for m, part, interest in zip(mlps, parts, interests, strict=True)
+                m.finish(part + nn.functional.linear(interest, own), rest)
+                for m, part, interest, own, rest in zip(
+                    mlps, parts, interests, weights.interest, weights.rest, strict=True
+                )
             ]
         return [deep.float() for deep in deeps]
+
+    def _mlp_weights(self, cut: int) -> MLPWeights:
+        """The towers' MLP weights as ``_deep`` reads them, from the parameters (autograd
+        follows): tower input columns are the shared fields [0, cut), the interest
+        [cut, cut + dim), the dense values after."""
+        dim = self.config.dim
+        mlps = [tower.mlp for tower in self.tower_list()]
+        return MLPWeights(
+            joint=torch.cat(
+                [
+                    torch.cat([m.first.weight[:, :cut], m.first.weight[:, cut + dim :]], 1)
+                    for m in mlps
+                ]
+            ),
+            bias=torch.cat([m.first.bias for m in mlps]),
+            interest=[m.first.weight[:, cut : cut + dim] for m in mlps],
+            rest=[[(layer.weight, layer.bias) for layer in m.rest()] for m in mlps],
+        )
+
+    def _served(self, cut: int) -> MLPWeights:
+        """``_mlp_weights`` joined and cast to the MLP's dtype once for as long as the
+        parameters stay as they are: a scorer's model never changes; a trainer's changes at
+        every step (``weights_changed``), and any other in-place write shows in the tensors'
+        version counters. Joining and casting them took ~14 % of a 200-candidate request's
+        forward pass."""
+        key = (cut, *((p.data_ptr(), p._version) for p in self.parameters()))
+        if self._serving is None or self._serving[0] != key:
+            dtype = torch.bfloat16 if self.config.mlp_dtype == "bfloat16" else torch.float32
+            with torch.no_grad():
+                self._serving = (key, self._mlp_weights(cut).to(dtype))
+        return self._serving[1]
 
 
 def probabilities(

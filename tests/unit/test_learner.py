@@ -159,6 +159,38 @@ def test_the_fm_terms_and_their_gradients_are_those_of_the_definition(
         torch.testing.assert_close(g, torch.zeros_like(g) if w is None else w)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_scores_follow_the_weights_as_they_change(dtype: str) -> None:
+    """Inference reads the MLP weights joined and cast once (``ESMM._served``); after
+    training steps, in a copy, and after an in-place write, it must read the new ones, as
+    the autograd path (which reads the parameters themselves) does."""
+    learner = Learner(settings(mlp_dtype=dtype))
+    train, test = synthetic(3000, 4), synthetic(300, 5)
+    learner.fit(train, "incremental")
+    batch = learner.encoder.encode(test)
+
+    def served_as_defined(learner: Learner) -> np.ndarray:
+        served = learner.predict_batch(batch)[0]
+        with torch.enable_grad():
+            gathered = learner.model.gather(learner.tables, batch, train=False)
+            logit = learner.model(gathered, batch)[0].detach()
+        torch.testing.assert_close(served, torch.sigmoid(logit).numpy(), atol=1e-6, rtol=0)
+        return served
+
+    before = served_as_defined(learner)
+    learner.fit(train, "incremental")  # torch's fused Adam: no version counter moves
+    after = served_as_defined(learner)
+    assert np.abs(after - before).max() > 1e-3
+    copy = learner.clone()
+    with torch.no_grad():
+        for parameter in copy.model.parameters():
+            parameter.mul_(0.5)
+    assert np.abs(served_as_defined(copy) - after).max() > 1e-3
+    with torch.no_grad():
+        learner.model.tower_list()[0].mlp.out.bias.sub_(1.0)
+    assert np.abs(served_as_defined(learner) - after).max() > 1e-3
+
+
 def test_the_learner_learns_which_anchors_get_clicked() -> None:
     learner = Learner(settings())
     train, test = synthetic(20000, 1), synthetic(5000, 2)
