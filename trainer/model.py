@@ -351,7 +351,7 @@ class Gathered:
     rows: torch.Tensor  # the row ids gathered (distinct when training)
     embedding: torch.Tensor  # [U, D] requires grad
     wide: torch.Tensor  # [U, 2] requires grad
-    inverse: torch.Tensor  # position in ``rows`` of every looked-up row
+    inverse: torch.Tensor | None  # position in ``rows`` of every look-up (None: rows are them)
     sequences: list[Packed]  # each sequence field's present items, in ``inverse`` order
 
 
@@ -414,10 +414,11 @@ class ESMM(nn.Module):
         # The step updates each touched row once: training gathers the distinct rows. So do
         # large batches, whose few distinct rows stay in cache; a small one (a request,
         # ~10,000 look-ups) is gathered plainly, without the sort that finding them costs.
+        inverse: torch.Tensor | None = None
         if train or len(looked_up) > PLAIN_GATHER_MAX:
             rows, inverse = torch.unique(looked_up, return_inverse=True)
         else:
-            rows, inverse = looked_up, torch.arange(len(looked_up))
+            rows = looked_up
         embedding = tables.embedding.index_select(0, rows)
         wide = tables.wide.index_select(0, rows)
         if train:
@@ -428,22 +429,26 @@ class ESMM(nn.Module):
     def forward(self, gathered: Gathered, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         n, fields = batch.single.shape
         dim = self.config.dim
-        # One index_select per part: its backward is an index_add into the few gathered
-        # rows (indexing's backward, and slicing one big gather, cost several times more).
         sizes = [n * fields] + [len(p.owner) for p in gathered.sequences]
-        inverses = torch.split(gathered.inverse, sizes)
-        single = gathered.embedding.index_select(0, inverses[0]).view(n, fields, dim)
-        wide_sum = gathered.wide.index_select(0, inverses[0]).view(n, fields, -1).sum(dim=1)
+        if gathered.inverse is None:  # gathered in look-up order: each part is a slice
+            embeddings = torch.split(gathered.embedding, sizes)
+            wides = torch.split(gathered.wide, sizes)
+        else:
+            # One index_select per part: its backward is an index_add into the few gathered
+            # rows (indexing's backward, and slicing one big gather, cost several times more).
+            inverses = torch.split(gathered.inverse, sizes)
+            embeddings = tuple(gathered.embedding.index_select(0, i) for i in inverses)
+            wides = tuple(gathered.wide.index_select(0, i) for i in inverses)
+        single = embeddings[0].view(n, fields, dim)
+        wide_sum = wides[0].view(n, fields, -1).sum(dim=1)
         pooled = []
         items = torch.empty(0)  # the interest sequence's present items
         interest = gathered.sequences[self.config.interest_sequence]  # and where they sit
         for index, packed in enumerate(gathered.sequences):
             # A sequence every row shares (a request's user lists) is pooled once.
-            rows, samples = inverses[index + 1], packed.samples
-            part = gathered.embedding.index_select(0, rows)
+            part, samples = embeddings[index + 1], packed.samples
             pooled.append((packed.total(part, samples) / packed.count).expand(n, -1))
-            part_wide = gathered.wide.index_select(0, rows)
-            wide_sum = wide_sum + packed.total(part_wide, samples) / packed.count
+            wide_sum = wide_sum + packed.total(wides[index + 1], samples) / packed.count
             if index == self.config.interest_sequence:
                 items = part
         # The fields every tower sees; each tower adds its own interest output to them.

@@ -10,6 +10,7 @@ import torch
 from features.request import request_rows
 from liverank.settings import Settings
 from snapshots.samples import SCHEMA
+from trainer import model
 from trainer.encode import Encoder, RequestColumns, rows_table
 from trainer.fields import field_specs
 from trainer.learner import Learner
@@ -98,7 +99,14 @@ def reference_logits(learner: Learner, table: pa.Table) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("bfloat16", 0.05)])
-def test_the_model_computes_its_definition(dtype: str, tolerance: float) -> None:
+@pytest.mark.parametrize("distinct", [False, True], ids=["plain", "distinct"])
+def test_the_model_computes_its_definition(
+    dtype: str, tolerance: float, distinct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways of gathering rows at inference: in look-up order (a request), and the
+    distinct rows with an inverse index (batches above ``PLAIN_GATHER_MAX`` look-ups)."""
+    if distinct:
+        monkeypatch.setattr(model, "PLAIN_GATHER_MAX", 0)
     learner = Learner(settings(mlp_dtype=dtype))
     learner.fit(synthetic(3000, 11), "incremental")
     table = synthetic(300, 12)
