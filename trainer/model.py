@@ -316,13 +316,12 @@ class ResidualMLP(nn.Module):
         """The rest of the network from the first layer's output (before its ReLU), with
         ``weights`` for ``rest()`` (the modules' own when None)."""
         linear = nn.functional.linear
-        weights = weights or [(layer.weight, layer.bias) for layer in self.rest()]
-        x = torch.relu(first)
-        x = x + torch.relu(linear(x, *weights[0]))
-        for index in range(1, len(self.layers)):
-            x = torch.relu(linear(x, *weights[2 * index - 1]))
-            x = x + torch.relu(linear(x, *weights[2 * index]))
-        out: torch.Tensor = linear(x, *weights[-1]).squeeze(1)
+        rest = iter(weights or [(layer.weight, layer.bias) for layer in self.rest()])
+        x = first
+        for index in range(len(self.layers)):
+            x = torch.relu(x if index == 0 else linear(x, *next(rest)))
+            x = x + torch.relu(linear(x, *next(rest)))
+        out: torch.Tensor = linear(x, *next(rest)).squeeze(1)
         return out
 
 

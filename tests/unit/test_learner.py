@@ -68,6 +68,11 @@ def test_sequences_are_padded_and_unknown_values_get_the_default_row() -> None:
     assert recent[1].tolist() == [PADDING_ROW] * recent.shape[1]
 
 
+def fm_term(fields: torch.Tensor) -> torch.Tensor:
+    """½((Σv)² − Σv²) over the fields [N, F, D], summed over D: the definition."""
+    return 0.5 * (fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1)
+
+
 def reference_logits(learner: Learner, table: pa.Table) -> list[torch.Tensor]:
     """Each tower's logit from the model's definition, written plainly: padded sequences, a
     masked softmax, every field through its own tower (none of the model's shortcuts)."""
@@ -92,7 +97,7 @@ def reference_logits(learner: Learner, table: pa.Table) -> list[torch.Tensor]:
         weights = torch.softmax(scores.masked_fill(~mask, -1e9), dim=1) * mask
         interest = torch.einsum("bl,bld->bd", weights, items)
         fields = torch.cat([single, torch.stack([*pooled, interest], dim=1)], dim=1)
-        fm = 0.5 * (fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1)
+        fm = fm_term(fields)
         deep = tower.mlp(torch.cat([fields.flatten(1), batch.dense], dim=1))
         logits.append(tower.bias + wide_sum[:, index] + fm + deep)
     return logits
@@ -131,11 +136,7 @@ def test_the_model_computes_its_definition(
 
 def plain_fm(shared: torch.Tensor, interests: list[torch.Tensor]) -> list[torch.Tensor]:
     """The FM term as defined, each tower's fields written out in full."""
-    out = []
-    for interest in interests:
-        fields = torch.cat([shared, interest.unsqueeze(1)], dim=1)
-        out.append(0.5 * (fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1))
-    return out
+    return [fm_term(torch.cat([shared, i.unsqueeze(1)], dim=1)) for i in interests]
 
 
 @pytest.mark.parametrize("used", [(0, 1), (0,), (1,)])
