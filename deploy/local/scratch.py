@@ -55,7 +55,7 @@ def forget(settings: Settings, prefixes: Iterable[str]) -> Forgotten:
     if not prefixes:
         return done
     try:
-        done.topics = _delete_topics(settings, prefixes)
+        _delete_topics(settings, prefixes, done)
     except Exception as exc:
         done.problems.append(f"topics: {type(exc).__name__}: {exc}")
     try:
@@ -65,7 +65,7 @@ def forget(settings: Settings, prefixes: Iterable[str]) -> Forgotten:
     return done
 
 
-def _delete_topics(settings: Settings, prefixes: list[str]) -> list[str]:
+def _delete_topics(settings: Settings, prefixes: list[str], done: Forgotten) -> None:
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(client_id="liverank-scratch", **settings.kafka.client_options())
@@ -73,7 +73,7 @@ def _delete_topics(settings: Settings, prefixes: list[str]) -> list[str]:
         names = sorted(t for t in admin.list_topics() if belongs(t, prefixes, ".-"))
         for start in range(0, len(names), 100):  # a few requests, not one per topic
             admin.delete_topics(names[start : start + 100], timeout_ms=30_000)
-        return names
+            done.topics += names[start : start + 100]
     finally:
         admin.close()
 
