@@ -14,7 +14,7 @@ from trainer import model
 from trainer.encode import Encoder, RequestColumns, rows_table
 from trainer.fields import field_specs
 from trainer.learner import Learner
-from trainer.model import FactorizationMachine
+from trainer.model import FactorizationMachine, Spread, distinct
 from trainer.vocab import PADDING_ROW, Vocabulary
 
 
@@ -166,6 +166,30 @@ def test_the_fm_terms_and_their_gradients_are_those_of_the_definition(
     )
     for g, w in zip(got_grads, want_grads, strict=True):
         torch.testing.assert_close(g, torch.zeros_like(g) if w is None else w)
+
+
+def test_distinct_rows_gather_and_sum_gradients_like_index_select() -> None:
+    """A training batch's look-ups: the distinct ids, and ``Spread``, whose backward is one
+    sparse product instead of index_select's index_add; same rows, same gradients."""
+    generator = torch.Generator().manual_seed(3)
+    looked_up = torch.randint(0, 40, (500,), generator=generator)
+    rows, inverse, spread = distinct(looked_up, spread=True)
+    want_rows, want_inverse = torch.unique(looked_up, return_inverse=True)
+    assert torch.equal(rows, want_rows) and torch.equal(inverse, want_inverse)
+    assert distinct(looked_up, spread=False)[2] is None
+    table = torch.randn(len(rows), 3, generator=generator)
+    weights = torch.randn(len(looked_up), 3, generator=generator)
+    grads = []
+    for gather in (
+        lambda t: t.index_select(0, inverse),
+        lambda t: Spread.apply(t, inverse, spread),
+    ):
+        leaf = table.clone().requires_grad_(True)
+        values = gather(leaf)
+        torch.testing.assert_close(values, table[inverse])
+        (values * weights).sum().backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[1], grads[0])
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
