@@ -396,14 +396,14 @@ class Gathered:
     sequences: list[Packed]  # each sequence field's present items, in ``inverse`` order
     spread: torch.Tensor | None = None  # training: ``Spread``'s sparse [U, L] sum matrix
 
-    def looked_up(self, gathered: torch.Tensor) -> torch.Tensor:
-        """``gathered`` (rows of ``rows``) as one row per look-up, in look-up order."""
+    def looked_up(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (one row per id of ``rows``) as one row per look-up, in look-up order."""
         if self.inverse is None:
-            return gathered
+            return values
         if self.spread is None:
-            return gathered.index_select(0, self.inverse)
-        spread: torch.Tensor = Spread.apply(gathered, self.inverse, self.spread)
-        return spread
+            return values.index_select(0, self.inverse)
+        out: torch.Tensor = Spread.apply(values, self.inverse, self.spread)
+        return out
 
 
 Weights = tuple[torch.Tensor, torch.Tensor]  # a linear layer's (weight, bias)
