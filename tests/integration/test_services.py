@@ -45,43 +45,47 @@ def test_a_second_up_changes_nothing(services: LocalServices) -> None:
 def test_kafka_round_trip_with_a_consumer_group(
     services: LocalServices, settings: Settings, unique: str
 ) -> None:
-    topic = f"it.roundtrip.{unique}"
-    options = settings.kafka.client_options()
-    admin = KafkaAdminClient(**options)
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    admin.close()
-    producer = KafkaProducer(**options)
-    sent = {f"k{i}".encode(): f"v{i}".encode() for i in range(50)}
-    for key, value in sent.items():
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
+    prefix = f"it{unique}"
+    topic = f"{prefix}.roundtrip"
+    try:
+        options = settings.kafka.client_options()
+        admin = KafkaAdminClient(**options)
+        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        admin.close()
+        producer = KafkaProducer(**options)
+        sent = {f"k{i}".encode(): f"v{i}".encode() for i in range(50)}
+        for key, value in sent.items():
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+        producer.close()
 
-    def consume(group: str) -> dict[bytes, bytes]:
-        consumer = KafkaConsumer(
-            topic,
-            group_id=group,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            consumer_timeout_ms=3000,
-            **options,
-        )
-        received: dict[bytes, bytes] = {}
-        deadline = time.monotonic() + 60
-        while len(received) < len(sent) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                received.update((m.key, m.value) for m in batch)
-        consumer.commit()
+        def consume(group: str) -> dict[bytes, bytes]:
+            consumer = KafkaConsumer(
+                topic,
+                group_id=group,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                consumer_timeout_ms=3000,
+                **options,
+            )
+            received: dict[bytes, bytes] = {}
+            deadline = time.monotonic() + 60
+            while len(received) < len(sent) and time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=500).values():
+                    received.update((m.key, m.value) for m in batch)
+            consumer.commit()
+            consumer.close()
+            return received
+
+        group = f"it-group-{unique}"
+        assert consume(group) == sent
+        # The group committed its offsets: a second consumer in it finds nothing new.
+        consumer = KafkaConsumer(topic, group_id=group, consumer_timeout_ms=3000, **options)
+        leftover = [m for batch in consumer.poll(timeout_ms=3000).values() for m in batch]
         consumer.close()
-        return received
-
-    group = f"it-group-{unique}"
-    assert consume(group) == sent
-    # The group committed its offsets: a second consumer in it finds nothing new.
-    consumer = KafkaConsumer(topic, group_id=group, consumer_timeout_ms=3000, **options)
-    leftover = [m for batch in consumer.poll(timeout_ms=3000).values() for m in batch]
-    consumer.close()
-    assert leftover == []
+        assert leftover == []
+    finally:
+        forget(settings, [prefix])  # the local Kafka keeps no topics of a finished test
 
 
 def test_redis_round_trip(services: LocalServices, settings: Settings, unique: str) -> None:
@@ -142,23 +146,25 @@ def test_topics_are_created_co_partitioned_and_checked(
 
     from streams.topics import TopicError, contract_topics, describe_topics, ensure_topics
 
+    prefix = f"it{unique}"
     scoped = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"topic_prefix": f"it{unique}"})}
+        update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})}
     )
-    created = ensure_topics(scoped)
-    assert sorted(created) == sorted(contract_topics(scoped))
-    assert set(describe_topics(scoped).values()) == {scoped.kafka.partitions}
-    assert ensure_topics(scoped) == []  # idempotent
+    try:
+        created = ensure_topics(scoped)
+        assert sorted(created) == sorted(contract_topics(scoped))
+        assert set(describe_topics(scoped).values()) == {scoped.kafka.partitions}
+        assert ensure_topics(scoped) == []  # idempotent
 
-    wrong = settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(
-                update={"topic_prefix": f"it{unique}", "partitions": 3}
-            )
-        }
-    )
-    with pytest.raises(TopicError, match="co-partitioned"):
-        ensure_topics(wrong)
+        wrong = settings.model_copy(
+            update={
+                "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix, "partitions": 3})
+            }
+        )
+        with pytest.raises(TopicError, match="co-partitioned"):
+            ensure_topics(wrong)
+    finally:
+        forget(settings, [prefix])  # the local Kafka keeps no topics of a finished test
 
 
 def test_forget_deletes_a_prefixs_topics_and_tables_and_nothing_else(
