@@ -77,7 +77,9 @@ class MemoryProfileStore:
 class CachedProfiles:
     """Profile features by id through a TTL cache (a miss is cached too). The cache keeps the
     feature form (``p_*`` names), so a hit costs one look-up; the dicts handed out are the
-    cache's own, to be read only."""
+    cache's own, to be read only. Entries past their TTL are dropped as later reads fill the
+    cache, so a long-lived worker or scorer holds the ids of the last TTL only, not of every
+    user it ever served."""
 
     def __init__(
         self, store: ProfileStore, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
@@ -118,9 +120,24 @@ class CachedProfiles:
         found = {}
         for i in ids:
             features = _features(fetched.get(i, {}), columns)
+            self._cache.pop((kind, i), None)  # re-added at the end: oldest fills stay first
             self._cache[(kind, i)] = (now, features)
             found[i] = features
+        self._forget_expired(now)
         return found
+
+    def __len__(self) -> int:
+        """Entries held (expired ones not yet dropped included)."""
+        return len(self._cache)
+
+    def _forget_expired(self, now: float) -> None:
+        """Drop the expired entries at the front of the cache, oldest fill first."""
+        cache = self._cache
+        while cache:
+            oldest = next(iter(cache))
+            if now - cache[oldest][0] < self.ttl:
+                return
+            del cache[oldest]
 
     def user_features(self, user_id: str) -> dict[str, str]:
         return self.features("user", [user_id])[user_id]

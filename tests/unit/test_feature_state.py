@@ -110,6 +110,24 @@ def test_profile_cache_hits_until_its_ttl() -> None:
     }
 
 
+def test_profile_cache_drops_expired_entries_as_it_fills() -> None:
+    """A long-lived process holds the ids of the last TTL only; an id read again after its
+    TTL counts from the new read."""
+    now = [0.0]
+    cache = CachedProfiles(MemoryProfileStore(), ttl_seconds=300, clock=lambda: now[0])
+    cache.features("user", ["a", "b"])
+    now[0] = 100.0
+    cache.features("user", ["c"])
+    assert len(cache) == 3
+    now[0] = 310.0
+    cache.features("user", ["a"])  # expired: read again; b (0) goes, c (100) stays
+    assert len(cache) == 2
+    now[0] = 420.0
+    cache.features("user", ["d"])  # c (100) goes; a, read at 310, stays
+    assert len(cache) == 2
+    assert cache.cached("user", ["a", "d"])[1] == []
+
+
 @pytest.mark.parametrize(
     "command",
     [
