@@ -13,7 +13,7 @@ from features.profiles import CachedProfiles, HBaseProfileStore
 from features.store import RedisFeatureStore
 from liverank.settings import Settings
 from scorer.fetch import FeatureFetcher
-from scorer.models import ModelHolder
+from scorer.models import ModelHolder, freeze_heap
 from scorer.service import create_app
 from scorer.snapshots import SnapshotWriter
 from snapshots.store import HBaseSnapshotStore
@@ -46,7 +46,7 @@ def build_app(settings: Settings) -> FastAPI:
         HBaseSnapshotStore(_hbase(settings), settings.hbase.snapshot_ttl_seconds),
         settings.scorer.snapshot_queue_size,
     )
-    return create_app(settings, ModelHolder(settings), fetcher, writer)
+    return create_app(settings, ModelHolder(settings, on_swap=freeze_heap), fetcher, writer)
 
 
 def app_from_environment() -> FastAPI:

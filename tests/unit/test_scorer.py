@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from features.profiles import CachedProfiles, MemoryProfileStore
 from features.store import FeatureWrite, MemoryFeatureStore
 from liverank.settings import Settings
 from scorer.fetch import FeatureFetcher
-from scorer.models import ModelHolder
+from scorer.models import ModelHolder, freeze_heap
+from scorer.run import build_app
 from scorer.service import create_app
 from scorer.snapshots import SnapshotWriter
 from snapshots.store import MemorySnapshotStore
@@ -303,3 +306,48 @@ def test_a_failing_profile_store_is_left_alone_a_while_then_read_again() -> None
         assert fetched.rows.shared["p_gender"] == "m"
 
     asyncio.run(scenario())
+
+
+def test_a_swapped_out_model_is_freed_without_the_cycle_collector(tmp_path: Path) -> None:
+    """``liverank serve`` freezes the heap after each swap (``freeze_heap``), and frozen
+    objects are freed by reference counting only: a model holding a reference cycle would
+    leak at every swap."""
+    settings = Settings(checkpoint_root=str(tmp_path))
+    learner = Learner(settings)
+    learner.fit(synthetic(2000, 1), "incremental")
+    store = CheckpointStore(str(tmp_path))
+    swapped: list[str] = []
+
+    def note() -> None:
+        assert holder.current is not None
+        swapped.append(holder.current.version)
+
+    holder = ModelHolder(settings, store, on_swap=note)
+    versions = [publish(store, learner, 1)]
+    holder.check()
+    served = holder.current
+    assert served is not None
+    served.learner.predict(synthetic(200, 2))  # serving caches its weights (ESMM._served)
+    gone: list[weakref.ref[Any]] = [weakref.ref(served.learner), weakref.ref(served.learner.model)]
+    del served
+    gc.collect()
+    gc.disable()
+    try:
+        for index in (2, 3):  # the first model becomes the previous one, then is dropped
+            versions.append(publish(store, learner, index))
+            holder.check()
+        assert [ref() for ref in gone] == [None, None]
+    finally:
+        gc.enable()
+    assert swapped == versions
+
+
+def test_the_served_app_freezes_the_heap_after_each_swap(tmp_path: Path) -> None:
+    app = build_app(Settings(checkpoint_root=str(tmp_path)))
+    assert app.state.holder.on_swap is freeze_heap
+    frozen = gc.get_freeze_count()
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()  # the rest of the test run keeps its collector
