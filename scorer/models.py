@@ -48,11 +48,11 @@ def freeze_heap() -> None:
 
     A scorer holds ~390,000 collector-tracked objects once torch, FastAPI and a model are
     loaded, and a full collection walks them all: 210 ms here, every request waiting behind
-    it. Under load one ran every few seconds and was most of the p99. Frozen objects are
-    still freed by reference counting, and a swapped-out model is: it holds no reference
-    cycles (``tests/unit/test_scorer.py`` checks). Only a cycle among frozen objects would
-    stay, so the collection runs first. After the first freeze it walks only what came
-    since, a few ms."""
+    it (under load one ran now and then: 236 and 305 ms in one 20 s bench run). Frozen
+    objects are still freed by reference counting, and a swapped-out model is: it holds no
+    reference cycles (``tests/unit/test_scorer.py`` checks). Only a cycle among frozen
+    objects would stay, so the collection runs first; after the first freeze it walks only
+    what came since."""
     gc.collect()
     gc.freeze()
 
