@@ -105,7 +105,7 @@ class CachedProfiles:
         misses = []
         for i in ids:
             hit = self._cache.get((kind, i))
-            if hit is not None and now - hit[0] < self.ttl:
+            if hit is not None and self._fresh(hit[0], now):
                 found[i] = hit[1]
             else:
                 misses.append(i)
@@ -130,12 +130,15 @@ class CachedProfiles:
         """Entries held (expired ones not yet dropped included)."""
         return len(self._cache)
 
+    def _fresh(self, filled_at: float, now: float) -> bool:
+        return now - filled_at < self.ttl
+
     def _forget_expired(self, now: float) -> None:
         """Drop the expired entries at the front of the cache, oldest fill first."""
         cache = self._cache
         while cache:
             oldest = next(iter(cache))
-            if now - cache[oldest][0] < self.ttl:
+            if self._fresh(cache[oldest][0], now):
                 return
             del cache[oldest]
 
