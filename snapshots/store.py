@@ -1,15 +1,20 @@
 """Request-time feature snapshots: what the scorer served, keyed by request_id, in HBase.
 
 Table ``<prefix>_snapshots``, family ``f`` with a TTL; row key the request_id; one cell
-``f:s`` holding the whole request as JSON, ``{"names": [feature, ...], "rows": {anchor_id:
-[value, ...]}}`` (each name written once, not once per candidate: a request has 200). The
-joiner reads them so that a sample carries exactly the features the model saw. A ``None``
-value is not kept (the reader leaves that feature out). ``MemorySnapshotStore`` is the
-in-memory twin.
+``f:s`` holding the whole request as zlib-compressed JSON, ``{"anchors": [anchor_id, ...],
+"shared": {feature: value}, "own": {feature: [value per anchor]}}``: what every candidate
+shares (the user's features, the context) once, each candidate's own features as columns.
+A request of 200 candidates made 88 KB a cell when every candidate's row was written whole
+(the user's 50 recent anchors 200 times), and storing that cost the local HBase ~2 ms of CPU
+per request; it is now ~2 KB. Cells in the earlier layout (plain JSON, ``{"names": [...],
+"rows": {anchor_id: [value, ...]}}``, written by a scorer before this one) are still read.
+A ``None`` value is not kept (the reader leaves that feature out). ``MemorySnapshotStore``
+is the in-memory twin.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -21,6 +26,7 @@ from features.request import RequestRows
 Snapshot = dict[str, dict[str, Any]]  # anchor_id -> features
 Snapshots = Mapping[str, Mapping[str, Any]] | RequestRows  # what ``put`` takes
 CELL = b"f:s"
+ZLIB_LEVEL = 1  # the fastest: ~10x smaller than the JSON, 0.03 ms a request
 
 
 class SnapshotStore(Protocol):
@@ -34,33 +40,51 @@ class SnapshotStore(Protocol):
 
 
 def encode_snapshot(snapshot: Snapshots) -> bytes:
-    """One request's snapshot as the JSON cell (see the module docstring). A request's
-    ``RequestRows`` are laid out from their two parts: the shared values, then each
-    candidate's own (a name in both parts is read back with the candidate's value, as
-    ``RequestRows.row`` has it).
+    """One request's snapshot as the cell (see the module docstring). A mapping of anchor_id
+    to features is laid out with nothing shared. A name in both parts of ``RequestRows`` is
+    read back with the candidate's value, as ``RequestRows.row`` has it.
 
     >>> cell = encode_snapshot({"a1": {"a_viewers": 3.0, "c_scene": "home"}, "a2": {}})
     >>> decode_snapshot(cell)
     {'a1': {'a_viewers': 3.0, 'c_scene': 'home'}, 'a2': {}}
     """
     if isinstance(snapshot, RequestRows):
-        head = list(snapshot.shared.values())
-        columns = snapshot.own.values()
-        owns = zip(*columns, strict=True) if columns else [()] * len(snapshot)
-        rows = {a: head + list(own) for a, own in zip(snapshot.anchor_ids, owns, strict=True)}
-        return orjson.dumps({"names": [*snapshot.shared, *snapshot.own], "rows": rows})
-    names = list(dict.fromkeys(name for values in snapshot.values() for name in values))
-    rows = {a: [values.get(n) for n in names] for a, values in snapshot.items()}
-    return orjson.dumps({"names": names, "rows": rows})
+        anchors, shared, own = list(snapshot.anchor_ids), snapshot.shared, snapshot.own
+    else:
+        anchors, shared = list(snapshot), {}
+        names = dict.fromkeys(name for values in snapshot.values() for name in values)
+        own = {name: [snapshot[a].get(name) for a in anchors] for name in names}
+    document = {"anchors": anchors, "shared": shared, "own": own}
+    return zlib.compress(orjson.dumps(document), ZLIB_LEVEL)
 
 
 def decode_snapshot(cell: bytes) -> Snapshot:
-    document = orjson.loads(cell)
-    names = document["names"]
-    return {
-        anchor_id: {n: v for n, v in zip(names, row, strict=True) if v is not None}
-        for anchor_id, row in document["rows"].items()
-    }
+    """The cell as anchor_id → features, without the ``None`` values; either layout.
+
+    >>> decode_snapshot(b'{"names": ["a_viewers", "a_live"], "rows": {"a1": [3.0, null]}}')
+    {'a1': {'a_viewers': 3.0}}
+    """
+    if cell[:1] == b"{":  # the earlier layout, uncompressed
+        document = orjson.loads(cell)
+        names = document["names"]
+        return {
+            anchor_id: {n: v for n, v in zip(names, row, strict=True) if v is not None}
+            for anchor_id, row in document["rows"].items()
+        }
+    document = orjson.loads(zlib.decompress(cell))
+    shared = {n: v for n, v in document["shared"].items() if v is not None}
+    own = document["own"]
+    snapshot: Snapshot = {}
+    for index, anchor_id in enumerate(document["anchors"]):
+        row = dict(shared)
+        for name, values in own.items():
+            value = values[index]
+            if value is not None:
+                row[name] = value
+            else:
+                row.pop(name, None)
+        snapshot[anchor_id] = row
+    return snapshot
 
 
 class HBaseSnapshotStore:
