@@ -124,9 +124,7 @@ def streams_worker(
     loglevel: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
     """Run a stream worker; several workers form one consumer group and share partitions."""
-    import faust
-
-    from streams.app import create_app
+    from streams.app import create_app, create_worker
     from streams.topics import ensure_topics
 
     settings = _settings(ctx)
@@ -137,8 +135,7 @@ def streams_worker(
         from prometheus_client import start_http_server
 
         start_http_server(settings.streams.metrics_port, registry=runtime.metrics.registry)
-    worker = faust.Worker(app_, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    create_worker(app_, loglevel).execute_from_commandline()
 
 
 @streams_app.command("advance")
