@@ -142,12 +142,6 @@ class CachedProfiles:
                 return
             del cache[oldest]
 
-    def user_features(self, user_id: str) -> dict[str, str]:
-        return self.features("user", [user_id])[user_id]
-
-    def anchor_features(self, anchor_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-        return self.features("anchor", anchor_ids)
-
 
 def _features(profile: Profile, columns: Mapping[str, str]) -> dict[str, str]:
     return {feature: profile.get(column, "") for column, feature in columns.items()}

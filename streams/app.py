@@ -239,11 +239,13 @@ class StreamRuntime:
         anchor_ids = list({i.anchor_id for i in impressions})
         user_ids = list({i.user_id for i in impressions})
         snapshots = await self._hbase(lambda: self.snapshots.get(request_ids), {}, "snapshots")
+        # Each kind in one read of the misses (a read per user had cost a replayed day's
+        # batches 2.8 s of ~15 in HBase round trips).
         user_profiles = await self._hbase(
-            lambda: {u: self.profiles.user_features(u) for u in user_ids}, {}, "profiles"
+            lambda: self.profiles.features("user", user_ids), {}, "profiles"
         )
         anchor_profiles = await self._hbase(
-            lambda: self.profiles.anchor_features(anchor_ids), {}, "profiles"
+            lambda: self.profiles.features("anchor", anchor_ids), {}, "profiles"
         )
         anchors = await self._redis_anchor_features(anchor_ids)
         return Lookups(

@@ -97,13 +97,13 @@ def test_profile_cache_hits_until_its_ttl() -> None:
 
     store.get = counting  # type: ignore[method-assign]
     cache = CachedProfiles(store, ttl_seconds=60, clock=lambda: now[0])
-    assert cache.user_features("u1")["p_user_categories"] == "music,chat"
-    cache.user_features("u1")
+    assert cache.features("user", ["u1"])["u1"]["p_user_categories"] == "music,chat"
+    cache.features("user", ["u1"])["u1"]
     assert calls == ["user"]
     now[0] = 61.0
-    cache.user_features("u1")
+    cache.features("user", ["u1"])["u1"]
     assert calls == ["user", "user"]
-    assert cache.user_features("nobody") == {
+    assert cache.features("user", ["nobody"])["nobody"] == {
         "p_age_band": "",
         "p_gender": "",
         "p_user_categories": "",
