@@ -54,21 +54,18 @@ class FaustTableMapping(MutableMapping[str, Any]):
     """A faust table written from a batch (outside one event's context).
 
     Keys start with their partition (``<partition>/...``); a write goes to the store at once
-    and, serialized as faust serializes it, to that partition of the changelog at ``drain``,
-    which waits until every changelog write was acknowledged: faust's own flush before an
-    offset commit gives up after 0.1 s without progress, so a batch is acknowledged (and its
-    offsets become committable) only after ``drain``. The writes go straight to the app's
-    producer: through faust's ``send_changelog`` (a future, a buffer and a callback per
-    message; the callback keeps offsets only for stores on disk) draining a replayed day's
-    batches took 3.1 s in ``bench/streams.py``, 1.1 s now.
+    and, serialized as faust serializes it, to that partition of the changelog when the batch
+    calls ``drain`` (below), which waits until every changelog write was acknowledged: faust's
+    own flush before an offset commit gives up after 0.1 s without progress, so a batch is
+    acknowledged (and its offsets become committable) only after ``drain``. The writes go
+    straight to the app's producer: through faust's ``send_changelog`` (a future, a buffer and
+    a callback per message; the callback keeps offsets only for stores on disk) draining a
+    replayed day's batches took 3.1 s in ``bench/streams.py``, 1.1 s now.
     """
 
     def __init__(self, table: Any) -> None:
         self.table = table
         self.unsent: list[tuple[int, bytes, bytes | None, Any]] = []
-
-    async def drain(self) -> None:
-        await drain([self])
 
     async def send(self) -> list[Any]:
         """Send the writes not sent yet; the futures of their acknowledgements."""
@@ -113,7 +110,8 @@ class FaustTableMapping(MutableMapping[str, Any]):
 
 
 async def drain(mappings: Iterable[FaustTableMapping]) -> None:
-    """``FaustTableMapping.drain`` of several tables, their writes in flight together."""
+    """Send the tables' changelog writes, all in flight together, and wait until every one
+    was acknowledged."""
     acks = [ack for mapping in mappings for ack in await mapping.send()]
     if acks:
         await asyncio.gather(*acks)
@@ -383,7 +381,7 @@ class StreamRuntime:
         if sends:
             await asyncio.gather(*sends)
         self.anchor_side.commit()
-        await self.anchor_table.drain()
+        await drain([self.anchor_table])
         self.metrics.observe_anchor_batch(self.anchor_side, len(messages))
         self._maybe_write_stats()
 
