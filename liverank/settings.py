@@ -81,6 +81,13 @@ class StreamsSettings(Section):
         "the watermarks of its own (one listing of the sample folders each time)",
     )
     commit_interval_seconds: float = Field(2.0, gt=0)
+    landing_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="event-time seconds between rewrites of a partition's changed window "
+        "files (a window's file is always written before it is marked; meanwhile its samples "
+        "are safe in <prefix>.samples); 0: after every batch",
+    )
     session_timeout_seconds: float = Field(
         10.0, ge=6, description="a dead worker's partitions move to the others after this long"
     )

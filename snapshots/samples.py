@@ -1,13 +1,22 @@
 """Sample files: the §5 schema, the lander that writes windows, and readers.
 
 The lander keeps, per (window, partition), the latest version of each sample and rewrites that
-window's file whole on ``flush`` (temporary file, then rename), so writes are idempotent: a
-replay of the same samples gives the same file. After a restart it merges into what the file
-already holds. See ``snapshots.layout`` for the folder layout and the markers.
+window's file whole (temporary file, then rename), so writes are idempotent: a replay of the
+same samples gives the same file. After a restart it merges into what the file already holds.
+See ``snapshots.layout`` for the folder layout and the markers.
+
+A stream worker does not rewrite a window's file after every batch (that made a live worker's
+writing grow with the square of a window's samples): ``land`` writes a partition's changed
+windows every ``every`` seconds of event time, and always before a window is marked or left
+behind the horizon. Until then the samples are safe in the ``<prefix>.samples`` topic, which
+serves as the lander's log: ``add`` is told each sample's offset there, ``land`` records per
+partition the offset below which everything is in files (``_landed/p<partition>.json``), and
+a worker taking a partition over reads the log from that offset again (``recover``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +62,16 @@ LABEL_COLUMNS = [f.name for f in LABEL_FIELDS]
 def sample_row(sample: Any) -> dict[str, Any]:
     """A ``streams.join.Sample`` (or any object with its fields) as one file row."""
     row = {name: getattr(sample, name) for name in LABEL_COLUMNS}
-    features = sample.features or {}
+    return _with_features(row, sample.features or {})
+
+
+def document_row(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A sample as sent to ``<prefix>.samples`` (the §5 columns as one JSON object) as one file
+    row, the same row ``sample_row`` gives for the sample it was made from."""
+    return _with_features({name: document[name] for name in LABEL_COLUMNS}, document)
+
+
+def _with_features(row: dict[str, Any], features: Mapping[str, Any]) -> dict[str, Any]:
     for feature in CATALOG:
         row[feature.name] = features.get(feature.name, feature.default)
     return row
@@ -84,32 +102,66 @@ class WindowBuffer:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirty: bool = False
     loaded: bool = False
+    unlanded: int | None = None  # the lowest log offset among the rows not in the file yet
+
+
+LANDED = "_landed"  # per partition: how far the lander's log is in files (see ``land``)
 
 
 class SampleLander:
     """Writes one partition's samples into window files; marks windows that are complete."""
 
-    def __init__(self, root: str, partitions: int, click_window: float, horizon: float) -> None:
+    def __init__(
+        self,
+        root: str,
+        partitions: int,
+        click_window: float,
+        horizon: float,
+        log: str | None = None,
+    ) -> None:
         self.root = Root(root)
         self.partitions = partitions
         self.click_window = click_window
         self.horizon = horizon  # after window end + horizon, no new version can come
+        self.log = log  # the name of the log whose offsets ``add`` is given (a topic)
         self.buffers: dict[tuple[float, int], WindowBuffer] = {}
         self._swept: dict[int, float] = {}
+        self._log_end: dict[int, int] = {}  # per partition: one past the last offset added
+        self._landed: dict[int, int] = {}  # per partition: the offset ``_landed/`` holds
+        self._written_at: dict[int, float] = {}  # per partition: watermark at the last write
+        self.files_written = 0
         self.rows_written = 0
 
-    def add(self, partition: int, samples: Iterable[Any]) -> None:
-        for sample in samples:
-            key = (window_start(sample.ts), partition)
+    def add(
+        self, partition: int, samples: Iterable[Any], offsets: Iterable[int] | None = None
+    ) -> None:
+        """Take ``samples`` (latest version wins); ``offsets``: where each one is in the log."""
+        rows = (sample_row(sample) for sample in samples)
+        self.add_rows(partition, rows, offsets)
+
+    def add_rows(
+        self,
+        partition: int,
+        rows: Iterable[dict[str, Any]],
+        offsets: Iterable[int] | None = None,
+    ) -> None:
+        logged = iter(offsets) if offsets is not None else None
+        for row in rows:
+            offset = next(logged) if logged is not None else None
+            key = (window_start(row["ts"]), partition)
             buffer = self.buffers.get(key)
             if buffer is None:
                 buffer = self.buffers[key] = WindowBuffer()
             if not buffer.loaded:
                 self._load(key, buffer)
-            current = buffer.rows.get(sample.sample_id)
-            if current is None or sample.version > current["version"]:
-                buffer.rows[sample.sample_id] = sample_row(sample)
+            current = buffer.rows.get(row["sample_id"])
+            if current is None or row["version"] > current["version"]:
+                buffer.rows[row["sample_id"]] = row
                 buffer.dirty = True
+                if offset is not None and (buffer.unlanded is None or offset < buffer.unlanded):
+                    buffer.unlanded = offset
+            if offset is not None:
+                self._log_end[partition] = max(self._log_end.get(partition, 0), offset + 1)
 
     def _path(self, key: tuple[float, int]) -> str:
         return self.root.join(window_folder(key[0]), part_name(key[1]))
@@ -125,18 +177,99 @@ class SampleLander:
             if current is None or row["version"] > current["version"]:
                 buffer.rows[row["sample_id"]] = row
 
-    def flush(self) -> int:
-        """Rewrite every window file that changed; return how many were written."""
+    def flush(self, partition: int | None = None) -> int:
+        """Rewrite every window file (of ``partition``) that changed; return how many."""
         written = 0
         for key, buffer in self.buffers.items():
-            if not buffer.dirty:
-                continue
-            rows = sorted(buffer.rows.values(), key=lambda r: r["sample_id"])
-            self.root.write_atomic(self._path(key), table_bytes(rows_table(rows)))
-            self.rows_written += len(rows)
-            buffer.dirty = False
-            written += 1
+            if buffer.dirty and (partition is None or key[1] == partition):
+                self._write(key, buffer)
+                written += 1
         return written
+
+    def _write(self, key: tuple[float, int], buffer: WindowBuffer) -> None:
+        rows = sorted(buffer.rows.values(), key=lambda r: r["sample_id"])
+        self.root.write_atomic(self._path(key), table_bytes(rows_table(rows)))
+        self.files_written += 1
+        self.rows_written += len(rows)
+        buffer.dirty = False
+        buffer.unlanded = None
+
+    def land(
+        self, partition: int, watermark: float, windows: Iterable[float], every: float
+    ) -> list[str]:
+        """What a stream worker does after adding a batch's samples of ``partition``.
+
+        Writes the partition's changed window files when ``every`` seconds of event time have
+        passed since it last wrote them (0: at every call), and always those of the windows
+        it marks or leaves behind the horizon; marks ``windows`` (see ``mark``); drops the
+        windows no new version can reach; records how far the log has landed. Returns the
+        window folders that became complete.
+        """
+        if math.isfinite(watermark):
+            last = self._written_at.get(partition)
+            if last is None:
+                self._written_at[partition] = last = watermark
+            if watermark - last >= every:
+                self.flush(partition)
+                self._written_at[partition] = watermark
+        done = self.mark(partition, windows, watermark)
+        self.evict(partition, watermark)
+        self._record_landed(partition)
+        return done
+
+    def unlanded(self, partition: int) -> int | None:
+        """The lowest log offset of ``partition`` whose sample is not in a file yet (with
+        every added sample in a file, the end of what was added); None: no offset known."""
+        waiting = [
+            b.unlanded
+            for (_, p), b in self.buffers.items()
+            if p == partition and b.dirty and b.unlanded is not None
+        ]
+        return min(waiting) if waiting else self._log_end.get(partition)
+
+    def _landed_path(self, partition: int) -> str:
+        return self.root.join(LANDED, f"p{partition:03d}.json")
+
+    def _record_landed(self, partition: int) -> None:
+        offset = self.unlanded(partition)
+        if self.log is None or offset is None or offset == self._landed.get(partition):
+            return
+        document = {"log": self.log, "partition": partition, "offset": offset}
+        self.root.write_atomic(self._landed_path(partition), json.dumps(document).encode())
+        self._landed[partition] = offset
+
+    def resume_offset(self, partition: int) -> int:
+        """Where ``partition``'s log is to be read again after a restart or a hand-over: the
+        offset ``land`` recorded last, or 0 when it recorded none for this log."""
+        path = self._landed_path(partition)
+        if not self.root.exists(path):
+            return 0
+        document = json.loads(self.root.read_bytes(path))
+        return int(document["offset"]) if document.get("log") == self.log else 0
+
+    def recover(
+        self, partition: int, entries: Iterable[tuple[int, Mapping[str, Any]]], end: int
+    ) -> int:
+        """Take back the samples of ``partition``'s log read from ``resume_offset`` up to
+        ``end`` (entries: offset, the sample's document) that may not be in files; return
+        how many were read."""
+        read = 0
+        for offset, document in entries:
+            self.add_rows(partition, [document_row(document)], [offset])
+            read += 1
+        self._log_end[partition] = max(self._log_end.get(partition, 0), end)
+        self._landed.pop(partition, None)
+        return read
+
+    def release(self, partition: int) -> None:
+        """Write ``partition``'s changed files, record how far its log landed and forget it
+        (the partition moved to another worker, which takes it over from here)."""
+        self.flush(partition)
+        self._record_landed(partition)
+        for key in [k for k in self.buffers if k[1] == partition]:
+            del self.buffers[key]
+        for kept in (self._log_end, self._landed, self._written_at, self._swept):
+            kept.pop(partition, None)
 
     def mark(self, partition: int, windows: Iterable[float], watermark: float) -> list[str]:
         """Mark ``windows`` complete for ``partition`` (call after ``flush``).
@@ -194,6 +327,9 @@ class SampleLander:
     def _mark_windows(self, partition: int, starts: Iterable[float]) -> list[str]:
         completed = []
         for start in starts:
+            buffer = self.buffers.get((start, partition))
+            if buffer is not None and buffer.dirty:  # a marked window's file holds its samples
+                self._write((start, partition), buffer)
             folder = self.root.join(window_folder(start))
             self.root.write_atomic(f"{folder}/{partition_marker(partition)}", b"")
             if self._all_marked(folder) and not self.root.exists(f"{folder}/{SUCCESS}"):
@@ -202,9 +338,11 @@ class SampleLander:
         return completed
 
     def evict(self, partition: int, watermark: float) -> None:
-        """Drop the buffers of windows no new version can reach any more."""
+        """Drop the buffers of windows no new version can reach any more (written first)."""
         for key in [k for k in self.buffers if k[1] == partition]:
-            if watermark > key[0] + WINDOW_SECONDS + self.horizon and not self.buffers[key].dirty:
+            if watermark > key[0] + WINDOW_SECONDS + self.horizon:
+                if self.buffers[key].dirty:
+                    self._write(key, self.buffers[key])
                 del self.buffers[key]
 
     def _window_folders(self) -> dict[str, set[str]]:

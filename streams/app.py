@@ -43,6 +43,7 @@ from streams.pipeline import (
     Lookups,
     Message,
     UserSide,
+    land_batch,
     sample_document,
 )
 from streams.topics import consumer_group
@@ -188,7 +189,9 @@ class StreamRuntime:
             settings.kafka.partitions,
             self.rules.click_window,
             self.rules.horizon,
+            log=self.topic_of("samples"),
         )
+        self.recovered: dict[int, int] = {}  # partitions whose landing log was read: samples
         self.batch_lock = asyncio.Lock()
         self.user_side: UserSide | None = None
         self.anchor_side: AnchorSide | None = None
@@ -198,12 +201,65 @@ class StreamRuntime:
     def topic_of(self, name: str) -> str:
         return self.settings.topic(name)
 
-    async def _send(self, name: str, value: bytes, key: bytes | None = None) -> Any:
+    async def _send(
+        self, name: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> Any:
         """Queue one message for the output topic ``name``; returns the future of its
-        acknowledgement. Straight to the app's producer (faust's aiokafka driver): a
-        ``faust.Topic.send`` (its own future, sensors and callbacks around the same
-        producer) took ~145 µs a message in a worker, the producer ~20."""
-        return await self.app.producer.send(self.topic_of(name), key, value, None, None, None)
+        acknowledgement (the record's metadata). Straight to the app's producer (faust's
+        aiokafka driver): a ``faust.Topic.send`` (its own future, sensors and callbacks around
+        the same producer) took ~145 µs a message in a worker, the producer ~20."""
+        topic = self.topic_of(name)
+        return await self.app.producer.send(topic, key, value, partition, None, None)
+
+    async def _recover(self, partitions: Iterable[int]) -> None:
+        """Before a partition's first batch here: read back from ``<prefix>.samples`` the
+        samples its last owner (this worker before a crash, or another) sent but may not
+        have written to window files (see ``SampleLander.land``)."""
+        for partition in sorted(set(partitions) - set(self.recovered)):
+            start = await asyncio.to_thread(self.lander.resume_offset, partition)
+            read = await self._retry(
+                lambda p=partition, s=start: asyncio.to_thread(self._read_back, p, s),
+                "samples read-back",
+            )
+            self.recovered[partition] = read
+            if read:
+                log.info("partition %d: took back %d samples to land", partition, read)
+
+    def _read_back(self, partition: int, start: int) -> int:
+        """Read ``<prefix>.samples`` partition ``partition`` from ``start`` to its end into
+        the lander; returns how many samples were read."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        tp = TopicPartition(self.topic_of("samples"), partition)
+        consumer = KafkaConsumer(enable_auto_commit=False, **self.settings.kafka.client_options())
+        try:
+            consumer.assign([tp])
+            first = consumer.beginning_offsets([tp])[tp]
+            end = consumer.end_offsets([tp])[tp]
+            if start > end:  # the topic is younger than the record: it was made again
+                log.warning(
+                    "%s[%d] ends at %d before %d: reading it whole", tp.topic, partition, end, start
+                )
+                start = first
+            elif start < first:
+                log.error(
+                    "%s[%d]: offsets %d..%d were deleted (retention) before they landed",
+                    tp.topic,
+                    partition,
+                    start,
+                    first,
+                )
+                self.metrics.degraded.labels("samples_expired").inc(first - start)
+                start = first
+            consumer.seek(tp, start)
+            entries: list[tuple[int, Any]] = []
+            while consumer.position(tp) < end:
+                for record in consumer.poll(timeout_ms=1000).get(tp, []):
+                    if record.offset < end:
+                        entries.append((record.offset, json.loads(record.value)))
+        finally:
+            consumer.close()
+        return self.lander.recover(partition, entries, end)
 
     # -- the user agent ------------------------------------------------------------------------
 
@@ -327,6 +383,7 @@ class StreamRuntime:
         if not events:
             return
         messages = self._messages(events)
+        await self._recover(m.partition for m in messages)
         side = self.user_side
         side.hold(messages)
         # Only partitions that look read to their end by the last fetch are asked about (a
@@ -335,14 +392,15 @@ class StreamRuntime:
         batch = self.user_side.apply(await self._lookups(impressions))
         # 1. Outputs, made durable. A crash before the commit below repeats the batch; every
         #    output here is idempotent (files rewritten, versions deduplicated, HSET values).
+        #    Samples go to the partition of the events they came from: that partition of
+        #    ``<prefix>.samples`` is the lander's log (see ``SampleLander.land``).
+        logged: dict[int, list[Any]] = {}
         for partition, samples in batch.samples.items():
-            self.lander.add(partition, samples)
-        await asyncio.to_thread(self.lander.flush)
-        sends = []
-        for samples in batch.samples.values():
-            for sample in samples:
-                value = sample_document(sample)
-                sends.append(await self._send("samples", value, sample.user_id.encode()))
+            logged[partition] = [
+                await self._send("samples", sample_document(s), s.user_id.encode(), partition)
+                for s in samples
+            ]
+        sends = [ack for acks in logged.values() for ack in acks]
         for record in batch.dead_letters:
             sends.append(await self._send("deadletter", encode_document(record)))
         for record in batch.activity:
@@ -353,19 +411,17 @@ class StreamRuntime:
             await self._retry(lambda: self.redis.write(write), "redis write")
         if sends:
             await asyncio.gather(*sends)
-        for partition, watermark in batch.watermarks.items():
-            windows = batch.closed_windows.get(partition, [])
-            done = await asyncio.to_thread(self.lander.mark, partition, windows, watermark)
-            for folder in done:
-                log.info("window complete: %s", folder)
+        offsets = {p: [ack.result().offset for ack in acks] for p, acks in logged.items()}
+        every = self.settings.streams.landing_interval_seconds
+        done = await asyncio.to_thread(land_batch, self.lander, batch, every, offsets)
+        for folder in done:
+            log.info("window complete: %s", folder)
         # 2. Only now the state moves on, and the batch is acknowledged once it is durable.
         self.user_side.commit()
         await drain(self.user_tables.values())
         for (topic, partition), offset in batch.rewind.items():
             log.warning("gap in %s[%d]: reading again from offset %d", topic, partition, offset)
             await self.app.consumer.seek(TP(self.topic_of(topic), partition), offset)
-        for partition, watermark in batch.watermarks.items():
-            self.lander.evict(partition, watermark)
         self.metrics.observe_user_batch(self.user_side, batch, len(messages))
         self._maybe_write_stats()
 
@@ -392,7 +448,9 @@ class StreamRuntime:
         async with self.batch_lock:
             if self.user_side is None or not self.user_side.cores:
                 return
-            watermarks = {p: core.watermark for p, core in self.user_side.cores.items()}
+            watermarks = {
+                p: core.watermark for p, core in self.user_side.cores.items() if p in self.recovered
+            }
             done = await asyncio.to_thread(self.lander.sweep, watermarks)
         for folder in done:
             log.info("window complete: %s", folder)
@@ -400,8 +458,13 @@ class StreamRuntime:
     async def revoke(self, revoked: set[Any]) -> None:
         """Partitions are being taken away: let the batch in flight finish, then forget them."""
         async with self.batch_lock:
+            partitions = {tp.partition for tp in revoked}
             if self.user_side is not None:
-                self.user_side.forget({tp.partition for tp in revoked})
+                self.user_side.forget(partitions)
+            for partition in sorted(partitions & set(self.recovered)):
+                # Its files written now: the next owner reads back only what comes after.
+                await asyncio.to_thread(self.lander.release, partition)
+                del self.recovered[partition]
         self._maybe_write_stats(force=True)  # the stats show only what this worker owns
 
     def _maybe_write_stats(self, force: bool = False) -> None:
@@ -411,6 +474,11 @@ class StreamRuntime:
         self._last_stats = now
         stats = self.metrics.snapshot(self.user_side, self.anchor_side)
         stats["worker"] = self.name
+        stats["landing"] = {
+            "files_written": self.lander.files_written,
+            "rows_written": self.lander.rows_written,
+            "samples_read_back": sum(self.recovered.values()),
+        }
         stats["written_at"] = time.time()  # wall clock: how fresh the file is, for `status`
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.stats_path.with_suffix(".tmp")

@@ -23,7 +23,7 @@ from liverank.simulator.world import AGE_BANDS, CATEGORIES, GENDERS, TAGS, World
 from snapshots.samples import SampleLander
 from streams.events import encode_document
 from streams.join import LabelRules
-from streams.pipeline import USER_SOURCES, AnchorSide, Lookups, Message, UserSide
+from streams.pipeline import USER_SOURCES, AnchorSide, Lookups, Message, UserSide, land_batch
 
 
 def world_profiles(world: World) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
@@ -126,13 +126,8 @@ class OfflineLander:
         out = self.user_side.process(
             messages, lookups, highwater=lambda topic, p: self.offsets.get((topic, p), 0)
         )
-        for partition, samples in out.samples.items():
-            self.lander.add(partition, samples)
-            self.samples += len(samples)
-        self.lander.flush()
-        for partition, windows in out.closed_windows.items():
-            self.lander.mark(partition, windows, out.watermarks[partition])
-            self.lander.evict(partition, out.watermarks[partition])
+        self.samples += sum(len(samples) for samples in out.samples.values())
+        land_batch(self.lander, out, every=0.0)
         self.user_side.commit()
         for record in out.activity:
             self.activity.append(self._message("anchor-activity", record["anchor_id"], record))

@@ -21,6 +21,7 @@ from typing import Any
 from features.request import candidate_features, with_context
 from features.state import AnchorState, UserAnchorState, UserState
 from snapshots.layout import WINDOW_SECONDS, window_closed, window_start
+from snapshots.samples import SampleLander
 from streams.events import (
     Action,
     AnchorStatus,
@@ -533,6 +534,26 @@ class UserSide:
 
     def open_samples(self) -> int:
         return sum(core.open_count() for core in self.cores.values())
+
+
+def land_batch(
+    lander: SampleLander,
+    batch: UserBatch,
+    every: float,
+    offsets: Mapping[int, Sequence[int]] | None = None,
+) -> list[str]:
+    """A batch's samples into ``lander`` (``offsets``: each one's place in the lander's log),
+    then each partition's landing step (``SampleLander.land``: the window files due, the
+    markers); returns the window folders completed."""
+    done = []
+    for partition in sorted(set(batch.samples) | set(batch.watermarks)):
+        if partition in batch.samples:
+            logged = offsets[partition] if offsets is not None else None
+            lander.add(partition, batch.samples[partition], logged)
+        watermark = batch.watermarks.get(partition, -math.inf)
+        windows = batch.closed_windows.get(partition, [])
+        done += lander.land(partition, watermark, windows, every)
+    return done
 
 
 def sample_document(sample: Sample) -> bytes:

@@ -151,6 +151,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         LIVERANK_STREAMS__BATCH_SECONDS=str(settings.streams.batch_seconds),
         LIVERANK_STREAMS__STATS_INTERVAL_SECONDS="1",
         LIVERANK_STREAMS__COMMIT_INTERVAL_SECONDS=str(settings.streams.commit_interval_seconds),
+        LIVERANK_STREAMS__LANDING_INTERVAL_SECONDS=str(settings.streams.landing_interval_seconds),
     )
     return env
 

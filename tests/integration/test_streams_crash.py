@@ -9,10 +9,14 @@ messages fetched before the seek came after it and were taken for a hole in the 
 a gap has to outlast ``REWIND_ATTEMPTS`` batches to count as a hole, it passed 11 of 11 (two
 of them rewound over gaps; the unit test ``test_a_gap_in_offsets_is_read_again_not_skipped``
 covers the late messages), and 5 of 5 more on 2026-11-23.
+
+Window files are written every four hours of event time here, so a kill loses files the
+worker had not written yet: the next one reads those samples back from ``<prefix>.samples``.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import threading
@@ -54,6 +58,7 @@ def test_a_worker_killed_three_times_lands_the_same_samples(
         batch_size=300,
         batch_seconds=0.2,
         commit_interval_seconds=0.5,
+        landing_interval_seconds=4 * 3600.0,
     )
     rng = random.Random(17)
     # The day goes out over ~40 s, as live traffic would, so the kills land mid-stream.
@@ -64,20 +69,32 @@ def test_a_worker_killed_three_times_lands_the_same_samples(
             publish(local, chunk)
             time.sleep(40 / len(chunks))
 
+    def read_back() -> int:
+        """Samples the running worker read back from the samples topic (its stats file)."""
+        try:
+            stats = json.loads((tmp_path / "streams" / "w0.json").read_text())
+        except (OSError, ValueError):
+            return 0
+        return int(stats.get("landing", {}).get("samples_read_back", 0))
+
     publisher = threading.Thread(target=publish_slowly)
-    kills = 0
+    kills = read = 0
     process = start_worker(local, "w0")
     publisher.start()
     try:
         while kills < 3:
             time.sleep(rng.uniform(5, 12))
+            read += read_back()
             stop(process, signal.SIGKILL)
             kills += 1
             process = start_worker(local, "w0")
         publisher.join()
         advance(local, last_ts(day) + 3 * 3600)
         wait_for_last_window(local, last_ts(day), 300)
+        time.sleep(1.5)  # the stats file is written every second
+        read += read_back()
     finally:
         stop(process)
     assert kills == 3
+    assert read > 0, "no kill lost unwritten window files: the read-back went untested"
     assert landed_labels(local) == reference_labels(parsed(day), RULES)

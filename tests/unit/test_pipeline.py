@@ -32,7 +32,16 @@ from snapshots.samples import (
 )
 from streams.events import Event, Invalid, encode_document, parse_event
 from streams.join import LabelRules
-from streams.pipeline import REWIND_ATTEMPTS, Lookups, Message, UserBatch, UserSide
+from streams.pipeline import (
+    REWIND_ATTEMPTS,
+    Highwater,
+    Lookups,
+    Message,
+    UserBatch,
+    UserSide,
+    land_batch,
+    sample_document,
+)
 from streams.reference import (
     EXACT_FEATURES,
     feature_differences,
@@ -48,11 +57,26 @@ SOURCES = ("impressions", "clicks", "watch", "actions")
 NO_LOOKUPS = Lookups(snapshots={}, anchors={}, user_profiles={}, anchor_profiles={})
 
 
+Day = tuple[dict[tuple[str, int], list[Message]], list[Event]]
+
+
 @pytest.fixture(scope="module")
-def day() -> tuple[dict[tuple[str, int], list[Message]], list[Event]]:
-    config = WorldConfig(
-        days=0.5, users=150, anchors=50, seed=9, start_ts=parse_start("2026-11-04") - 6 * 3600
+def day() -> Day:
+    return simulated_day(
+        WorldConfig(
+            days=0.5, users=150, anchors=50, seed=9, start_ts=parse_start("2026-11-04") - 6 * 3600
+        )
     )
+
+
+@pytest.fixture(scope="module")
+def busy_evening() -> Day:
+    """Six evening hours of 2,000 users: ~100 events per window and partition."""
+    start = parse_start("2026-11-04") + 16 * 3600
+    return simulated_day(WorldConfig(days=0.25, users=2000, anchors=100, seed=9, start_ts=start))
+
+
+def simulated_day(config: WorldConfig) -> Day:
     queues: dict[tuple[str, int], list[Message]] = defaultdict(list)
     events: list[Event] = []
     for traffic in TrafficGenerator(build_world(config), seed=config.seed).days():
@@ -99,25 +123,58 @@ def consume(
     return batches
 
 
-def ticks(queues: dict[tuple[str, int], list[Message]], ts: float) -> list[Message]:
+def ticks(
+    queues: dict[tuple[str, int], list[Message]],
+    ts: float,
+    sent: dict[tuple[str, int], int] | None = None,
+) -> list[Message]:
+    """A tick to ``ts`` for every partition, after all of ``queues`` (or as much of each
+    topic-partition as ``sent`` says) was sent."""
     out = []
     for partition in range(PARTITIONS):
-        ends = {topic: len(queues.get((topic, partition), [])) for topic in SOURCES}
+        ends = {
+            topic: len(queues.get((topic, partition), []))
+            if sent is None
+            else sent.get((topic, partition), 0)
+            for topic in SOURCES
+        }
         body = json.dumps({"type": "tick", "ts": ts, "end_offsets": ends}).encode()
         out.append(Message("control", partition, 0, None, body))
     return out
 
 
-def step(side: UserSide, lander: SampleLander, batch: list[Message]) -> UserBatch:
-    """What the worker does with one batch: process, land and mark, then commit the state."""
-    out = side.process(batch, NO_LOOKUPS)
+Log = dict[int, list[dict[str, Any]]]  # <prefix>.samples, partition -> the sample documents
+
+
+def step(
+    side: UserSide,
+    lander: SampleLander,
+    batch: list[Message],
+    log: Log | None = None,
+    every: float = 0.0,
+    highwater: Highwater | None = None,
+) -> UserBatch:
+    """What the worker does with one batch: process, send the samples to the log, land and
+    mark, then commit the state."""
+    out = side.process(batch, NO_LOOKUPS, highwater)
+    offsets: dict[int, list[int]] = {}
     for partition, samples in out.samples.items():
-        lander.add(partition, samples)
-    lander.flush()
-    for partition, windows in out.closed_windows.items():
-        lander.mark(partition, windows, out.watermarks[partition])
+        sent = log.setdefault(partition, []) if log is not None else []
+        offsets[partition] = list(range(len(sent), len(sent) + len(samples)))
+        sent.extend(json.loads(sample_document(sample)) for sample in samples)
+    land_batch(lander, out, every, offsets)
     side.commit()
     return out
+
+
+def log_lander(root: Path, log: Log) -> SampleLander:
+    """A worker's lander after a start: what the log holds beyond its files is read back."""
+    lander = SampleLander(str(root), PARTITIONS, RULES.click_window, RULES.horizon, log="samples")
+    for partition in range(PARTITIONS):
+        sent = log.get(partition, [])
+        start = lander.resume_offset(partition)
+        lander.recover(partition, [(o, sent[o]) for o in range(start, len(sent))], len(sent))
+    return lander
 
 
 def run_worker(
@@ -125,8 +182,11 @@ def run_worker(
     root: Path,
     seed: int,
     crash_every: int = 0,
-) -> tuple[UserSide, list[dict[str, Any]]]:
+    every: float = 0.0,
+) -> tuple[UserSide, list[dict[str, Any]], SampleLander]:
     """Process everything; with ``crash_every``, die after that many batches and restart.
+    Window files are written every ``every`` seconds of event time; until then their samples
+    are only in the log, which a restarted worker reads back.
 
     As in faust, offsets are committed some batches after the state (which is written at
     once), so a restart reads again messages whose effects the tables already hold; and each
@@ -144,9 +204,10 @@ def run_worker(
         for m in q
         if m.value and m.value.startswith(b'{"')
     )
+    log: Log = {}
     while True:
         side = UserSide(RULES, state, topic_of=lambda t: f"liverank.{t}")
-        lander = SampleLander(str(root), PARTITIONS, RULES.click_window, RULES.horizon)
+        lander = log_lander(root, log)
         batches = consume(queues, rng, committed)
         crashed = False
         uncommitted: list[list[Message]] = []
@@ -154,7 +215,7 @@ def run_worker(
             if crash_every and number % crash_every == 0 and rng.random() < 0.7:
                 crashed = True  # the process dies before this batch's outputs are durable
                 break
-            dead_letters.extend(step(side, lander, batch).dead_letters)
+            dead_letters.extend(step(side, lander, batch, log, every).dead_letters)
             uncommitted.append(batch)
             if rng.random() < 0.3:  # the periodic offset commit
                 for done in uncommitted:
@@ -168,8 +229,8 @@ def run_worker(
         for name in state:  # each changelog independently lost its newest writes, or not
             if rng.random() < 0.5:
                 state[name] = copy.deepcopy(at_commit[name])
-    step(side, lander, ticks(queues, last_ts + 3 * 3600))
-    return side, dead_letters
+    step(side, lander, ticks(queues, last_ts + 3 * 3600), log, every)
+    return side, dead_letters, lander
 
 
 def landed(root: Path) -> dict[str, tuple[int, int, int]]:
@@ -179,7 +240,7 @@ def landed(root: Path) -> dict[str, tuple[int, int, int]]:
 
 def test_skewed_consumption_lands_exactly_the_offline_labels(day: Any, tmp_path: Path) -> None:
     queues, events = day
-    side, dead_letters = run_worker(queues, tmp_path, seed=1)
+    side, dead_letters, _ = run_worker(queues, tmp_path, seed=1)
     expected = reference_labels(events, RULES)
     got = landed(tmp_path)
     assert {k: v[:2] for k, v in got.items()} == expected
@@ -191,10 +252,15 @@ def test_skewed_consumption_lands_exactly_the_offline_labels(day: Any, tmp_path:
     assert starts == [starts[0] + 900 * i for i in range(len(starts))]  # no window missing
 
 
-def test_a_worker_dying_between_batches_lands_the_same_files(day: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("every", [0.0, 1800.0])
+def test_a_worker_dying_between_batches_lands_the_same_files(
+    day: Any, tmp_path: Path, every: float
+) -> None:
+    """Also when window files are written only every half hour of event time: what a dead
+    worker had not written is read back from the samples log."""
     queues, _ = day
     run_worker(queues, tmp_path / "calm", seed=2)
-    run_worker(queues, tmp_path / "crashing", seed=3, crash_every=3)
+    run_worker(queues, tmp_path / "crashing", seed=3, crash_every=3, every=every)
     calm, crashing = landed(tmp_path / "calm"), landed(tmp_path / "crashing")
     assert {k: v[:2] for k, v in crashing.items()} == {k: v[:2] for k, v in calm.items()}
     for folder in completed_windows(str(tmp_path / "calm")):
@@ -238,7 +304,7 @@ def test_impression_features_never_see_events_after_the_impression(
     """Topics read hours apart: every sample still carries the user and user×anchor features
     of exactly the events before its impression, as an offline pass in event time gives."""
     queues, events = day
-    side, _ = run_worker(queues, tmp_path, seed=4)
+    side, _, _ = run_worker(queues, tmp_path, seed=4)
     assert side.held_events() == 0
     rows = assert_exact_features(tmp_path, events)
     # The check has teeth: clicks on the same anchor and recent history do show up.
@@ -248,8 +314,99 @@ def test_impression_features_never_see_events_after_the_impression(
 
 def test_a_worker_dying_between_batches_keeps_the_features_exact(day: Any, tmp_path: Path) -> None:
     queues, events = day
-    run_worker(queues, tmp_path, seed=6, crash_every=3)
-    assert_exact_features(tmp_path, events)
+    run_worker(queues, tmp_path, seed=6, crash_every=3, every=1800.0)
+    assert_exact_features(tmp_path, events)  # features read back from the log are the same
+
+
+def in_event_time(queues: dict[tuple[str, int], list[Message]]) -> list[Message]:
+    """Every message in event-time order across topics, each topic-partition in offset order
+    (as a consumer delivers it): a malformed message keeps its place behind the one before."""
+    keyed = []
+    for queue in queues.values():
+        ts = 0.0
+        for message in queue:
+            if message.value and message.value.startswith(b'{"'):
+                ts = json.loads(message.value)["ts"]
+            keyed.append((ts, message.offset, message))
+    return [m for _, _, m in sorted(keyed, key=lambda item: item[:2])]
+
+
+def run_live(day: Day, root: Path, every: float, deaths: int = 0) -> SampleLander:
+    """A live worker: small batches of what was just sent, the watermark moving on with each
+    (as on a busy partition, where every source has events). With ``deaths``, the process
+    dies that many times at random after a batch was committed, before its lander wrote the
+    window files that were not due yet; a new one starts from the log."""
+    queues, events = day
+    messages = in_event_time(queues)
+    side = UserSide(RULES, tables(), topic_of=str)
+    log: Log = {}
+    lander = log_lander(root, log)
+    sent: dict[tuple[str, int], int] = {}  # each topic-partition's end, read to it
+    batches = range(0, len(messages), 20)
+    dying = set(random.Random(deaths).sample(list(batches), deaths))
+    for start in batches:
+        batch = messages[start : start + 20]
+        sent.update({(m.topic, m.partition): m.offset + 1 for m in batch})
+        now = max(json.loads(m.value)["ts"] for m in batch if m.value.startswith(b'{"'))
+        batch += ticks(queues, now - RULES.allowed_lateness, sent)
+        step(side, lander, batch, log, every, lambda t, p: sent.get((t, p), 0))
+        if start in dying:
+            lander = log_lander(root, log)
+    step(side, lander, ticks(queues, max(e.ts for e in events) + 3 * 3600), log, every)
+    return lander
+
+
+@pytest.mark.parametrize("every", [0.0, 1800.0])
+def test_window_files_are_written_per_interval_of_event_time_not_per_batch(
+    busy_evening: Day, tmp_path: Path, every: float
+) -> None:
+    """Rewriting every changed window file after each small batch grew with the square of a
+    window's samples."""
+    lander = run_live(busy_evening, tmp_path, every)
+    _, events = busy_evening
+    assert {k: v[:2] for k, v in landed(tmp_path).items()} == reference_labels(events, RULES)
+    windows = len(list(tmp_path.rglob("*.parquet")))
+    rewrites = lander.files_written / windows
+    assert rewrites > 8 if every == 0 else rewrites < 4, (lander.files_written, windows)
+
+
+def test_a_live_worker_dying_before_its_files_were_due_lands_the_same_files(
+    busy_evening: Day, tmp_path: Path
+) -> None:
+    run_live(busy_evening, tmp_path / "calm", every=0.0)
+    run_live(busy_evening, tmp_path / "dying", every=1800.0, deaths=5)
+    assert landed(tmp_path / "dying") == landed(tmp_path / "calm")  # versions included
+    for folder in completed_windows(str(tmp_path / "calm")):
+        start = parse_window_folder(folder)
+        calm = read_window(str(tmp_path / "calm"), start, latest=False)
+        dying = read_window(str(tmp_path / "dying"), start, latest=False)
+        assert dying.num_rows == latest_versions(dying).num_rows  # one row per sample
+        assert dying.sort_by("sample_id").equals(calm.sort_by("sample_id"))
+
+
+def test_the_lander_records_how_far_its_log_is_in_files(tmp_path: Path) -> None:
+    queues: dict[tuple[str, int], list[Message]] = defaultdict(list)
+    side = UserSide(RULES, tables(), topic_of=str)
+    base = parse_start("2026-11-04")
+    for i in range(3):
+        impression = {"event_id": f"e{i}", "ts": base + 60 * i, "user_id": "u1"}
+        impression |= {"anchor_id": f"a{i}", "request_id": f"r{i}", "scene": "home", "position": i}
+        queue = queues[("impressions", 0)]
+        queue.append(Message("impressions", 0, len(queue), b"u1", encode_document(impression)))
+    log: Log = {}
+    lander = log_lander(tmp_path, log)
+    step(side, lander, queues[("impressions", 0)], log, every=3600.0)
+    step(side, lander, ticks(queues, base + 1200), log, every=3600.0)  # first versions out
+    assert len(log[0]) == 3 and lander.resume_offset(0) == 0  # none in a file yet
+    assert not completed_windows(str(tmp_path))
+    # A worker that died here reads the three back, and lands them all when they close.
+    lander = log_lander(tmp_path, log)
+    assert lander.unlanded(0) == 0
+    step(side, lander, ticks(queues, base + 6 * 3600), log, every=3600.0)
+    assert sorted(landed(tmp_path)) == sorted(d["sample_id"] for d in log[0])
+    assert lander.resume_offset(0) == len(log[0])  # everything in files: nothing to read back
+    other = SampleLander(str(tmp_path), PARTITIONS, RULES.click_window, RULES.horizon, log="x")
+    assert other.resume_offset(0) == 0  # a record of another log (topic) is not this one's
 
 
 @pytest.mark.parametrize("lost", ["join", "users", "user_anchor"])
@@ -259,16 +416,7 @@ def test_one_table_losing_its_last_writes_is_caught_up_on_replay(
     """After a crash one changelog may hold a batch's writes and another not: replaying the
     batch must bring the one that lost them up to date without the other blocking it."""
     queues, events = day
-    # In event-time order across topics, each topic-partition in offset order (as a consumer
-    # delivers it): a malformed message keeps its place behind the one before it.
-    keyed = []
-    for queue in queues.values():
-        ts = 0.0
-        for message in queue:
-            if message.value and message.value.startswith(b'{"'):
-                ts = json.loads(message.value)["ts"]
-            keyed.append((ts, message.offset, message))
-    messages = [m for _, _, m in sorted(keyed, key=lambda item: item[:2])]
+    messages = in_event_time(queues)
     half = len(messages) // 2
     state = tables()
     lander = SampleLander(str(tmp_path), PARTITIONS, RULES.click_window, RULES.horizon)
