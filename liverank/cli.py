@@ -156,7 +156,8 @@ def streams_stats(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Counters of the running workers: events, dead letters, join rate, lateness, lag."""
+    """Counters of the running workers: events, dead letters, join rate, lateness, lag, window
+    files written."""
     from streams.control import combine_stats, read_stats
 
     workers = read_stats(_settings(ctx).home)
@@ -178,6 +179,11 @@ def streams_stats(
     typer.echo(f"samples/version  {total['samples_by_version']}")
     typer.echo(f"pending samples  {total['pending_samples']}")
     typer.echo(f"held events      {total['held_events']} (waiting for a slower topic)")
+    landing = total["landing"]
+    typer.echo(
+        f"window files     {landing['files_written']} written ({landing['rows_written']} rows; "
+        f"{landing['samples_read_back']} samples read back from the samples topic)"
+    )
     for partition, facts in sorted(total["partitions"].items(), key=lambda kv: int(kv[0])):
         mark, lag = facts["watermark"], facts["lag_seconds"]
         typer.echo(f"partition {partition:>3s}    watermark {mark}  lag {lag}")

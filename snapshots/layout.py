@@ -4,8 +4,11 @@ A window is 15 minutes of impression event time. Each stream partition writes on
 window, ``part-p<partition>-<seq>.parquet``, rewritten whole (write to a temporary name, then
 rename) with the latest version of each of its samples, so a replay rewrites the same file and
 never adds a second copy. A partition marks a window ``_SUCCESS.p<partition>`` once its
-watermark has passed the window's end plus the click window; the window's ``_SUCCESS`` follows
-when every partition has marked it. The root may be a local path or a pyarrow filesystem URI.
+watermark has passed the window's end plus the click window (its file written first); the
+window's ``_SUCCESS`` follows when every partition has marked it. ``_landed/p<partition>.json``
+at the root says up to which offset of ``<prefix>.samples`` that partition's samples are in
+files (see ``snapshots.samples.SampleLander.land``). The root may be a local path or a pyarrow
+filesystem URI.
 
 >>> window_start(1793491200.0 + 3600 + 17 * 60)  # 01:17 -> the 01:15 window
 1793495700.0

@@ -248,14 +248,14 @@ class SampleLander:
         return int(document["offset"]) if document.get("log") == self.log else 0
 
     def recover(
-        self, partition: int, entries: Iterable[tuple[int, Mapping[str, Any]]], end: int
+        self, partition: int, entries: Iterable[tuple[int, dict[str, Any]]], end: int
     ) -> int:
         """Take back the samples of ``partition``'s log read from ``resume_offset`` up to
-        ``end`` (entries: offset, the sample's document) that may not be in files; return
-        how many were read."""
+        ``end`` (entries: offset, the sample's row, ``document_row``), which may not be in
+        files; return how many were read."""
         read = 0
-        for offset, document in entries:
-            self.add_rows(partition, [document_row(document)], [offset])
+        for offset, row in entries:
+            self.add_rows(partition, [row], [offset])
             read += 1
         self._log_end[partition] = max(self._log_end.get(partition, 0), end)
         self._landed.pop(partition, None)

@@ -31,7 +31,7 @@ from features.hbase import HBaseTables
 from features.profiles import CachedProfiles, HBaseProfileStore
 from features.store import FeatureWrite, RedisFeatureStore
 from liverank.settings import Settings
-from snapshots.samples import SampleLander
+from snapshots.samples import SampleLander, document_row
 from snapshots.store import HBaseSnapshotStore
 from streams.events import Impression, encode_document
 from streams.join import LabelRules
@@ -191,7 +191,8 @@ class StreamRuntime:
             self.rules.horizon,
             log=self.topic_of("samples"),
         )
-        self.recovered: dict[int, int] = {}  # partitions whose landing log was read: samples
+        self.recovered: set[int] = set()  # partitions whose samples were read back here
+        self.samples_read_back = 0
         self.batch_lock = asyncio.Lock()
         self.user_side: UserSide | None = None
         self.anchor_side: AnchorSide | None = None
@@ -215,21 +216,23 @@ class StreamRuntime:
         """Before a partition's first batch here: read back from ``<prefix>.samples`` the
         samples its last owner (this worker before a crash, or another) sent but may not
         have written to window files (see ``SampleLander.land``)."""
-        for partition in sorted(set(partitions) - set(self.recovered)):
-            start = await asyncio.to_thread(self.lander.resume_offset, partition)
+        for partition in sorted(set(partitions) - self.recovered):
             read = await self._retry(
-                lambda p=partition, s=start: asyncio.to_thread(self._read_back, p, s),
-                "samples read-back",
+                lambda p=partition: asyncio.to_thread(self._read_back, p), "samples read-back"
             )
-            self.recovered[partition] = read
+            self.recovered.add(partition)
+            self.samples_read_back += read
             if read:
-                log.info("partition %d: took back %d samples to land", partition, read)
+                log.info("partition %d: read back %d samples to land", partition, read)
 
-    def _read_back(self, partition: int, start: int) -> int:
-        """Read ``<prefix>.samples`` partition ``partition`` from ``start`` to its end into
-        the lander; returns how many samples were read."""
+    def _read_back(self, partition: int, stall_seconds: float = 60.0) -> int:
+        """Read ``<prefix>.samples`` partition ``partition`` from where its files end to the
+        end of the log, into the lander; returns how many samples were read. Raises when the
+        log stops giving records for ``stall_seconds`` short of its end (the caller retries).
+        """
         from kafka import KafkaConsumer, TopicPartition
 
+        start = self.lander.resume_offset(partition)
         tp = TopicPartition(self.topic_of("samples"), partition)
         consumer = KafkaConsumer(enable_auto_commit=False, **self.settings.kafka.client_options())
         try:
@@ -237,26 +240,27 @@ class StreamRuntime:
             first = consumer.beginning_offsets([tp])[tp]
             end = consumer.end_offsets([tp])[tp]
             if start > end:  # the topic is younger than the record: it was made again
-                log.warning(
-                    "%s[%d] ends at %d before %d: reading it whole", tp.topic, partition, end, start
-                )
+                log.warning("%s[%d] ends at %d, before %d: reading it whole", *tp, end, start)
                 start = first
             elif start < first:
-                log.error(
-                    "%s[%d]: offsets %d..%d were deleted (retention) before they landed",
-                    tp.topic,
-                    partition,
-                    start,
-                    first,
-                )
+                log.error("%s[%d]: offsets %d-%d expired before they landed", *tp, start, first)
                 self.metrics.degraded.labels("samples_expired").inc(first - start)
                 start = first
             consumer.seek(tp, start)
             entries: list[tuple[int, Any]] = []
+            stalled = time.monotonic() + stall_seconds
             while consumer.position(tp) < end:
+                if time.monotonic() > stalled:
+                    raise TimeoutError(f"{tp.topic}[{partition}] gave nothing for {stall_seconds}s")
                 for record in consumer.poll(timeout_ms=1000).get(tp, []):
-                    if record.offset < end:
-                        entries.append((record.offset, json.loads(record.value)))
+                    stalled = time.monotonic() + stall_seconds
+                    if record.offset >= end:
+                        continue
+                    try:
+                        entries.append((record.offset, document_row(json.loads(record.value))))
+                    except (ValueError, TypeError, KeyError) as exc:  # not a sample we sent
+                        log.error("%s[%d]@%d is no sample: %s", *tp, record.offset, exc)
+                        self.metrics.degraded.labels("samples_unreadable").inc()
         finally:
             consumer.close()
         return self.lander.recover(partition, entries, end)
@@ -461,10 +465,10 @@ class StreamRuntime:
             partitions = {tp.partition for tp in revoked}
             if self.user_side is not None:
                 self.user_side.forget(partitions)
-            for partition in sorted(partitions & set(self.recovered)):
+            for partition in sorted(partitions & self.recovered):
                 # Its files written now: the next owner reads back only what comes after.
                 await asyncio.to_thread(self.lander.release, partition)
-                del self.recovered[partition]
+                self.recovered.discard(partition)
         self._maybe_write_stats(force=True)  # the stats show only what this worker owns
 
     def _maybe_write_stats(self, force: bool = False) -> None:
@@ -477,7 +481,7 @@ class StreamRuntime:
         stats["landing"] = {
             "files_written": self.lander.files_written,
             "rows_written": self.lander.rows_written,
-            "samples_read_back": sum(self.recovered.values()),
+            "samples_read_back": self.samples_read_back,
         }
         stats["written_at"] = time.time()  # wall clock: how fresh the file is, for `status`
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)

@@ -120,8 +120,11 @@ def combine_stats(workers: list[dict[str, Any]]) -> dict[str, Any]:
         "pending_samples": 0,
         "held_events": 0,
         "duplicates": 0,
+        "landing": {"files_written": 0, "rows_written": 0, "samples_read_back": 0},
     }
     for stats in workers:
+        for key, value in stats.get("landing", {}).items():
+            total["landing"][key] = total["landing"].get(key, 0) + value
         for name in ("events_in", "dead_letters", "late", "orphans", "samples_by_version"):
             for key, value in stats.get(name, {}).items():
                 total[name][key] = total[name].get(key, 0) + value

@@ -243,3 +243,5 @@ def test_streams_stats_command_reads_the_workers(
     assert stats["events_in"]["impressions"] > 0
     assert stats["join_rate"] == 1.0
     assert set(stats["partitions"]) == {str(p) for p in range(local.kafka.partitions)}
+    assert stats["landing"]["files_written"] > 0
+    assert stats["landing"]["rows_written"] >= stats["landing"]["files_written"]

@@ -26,6 +26,7 @@ from snapshots.layout import WINDOW_SECONDS, parse_window_folder, window_folder,
 from snapshots.samples import (
     SampleLander,
     completed_windows,
+    document_row,
     latest_versions,
     read_completed,
     read_window,
@@ -173,7 +174,8 @@ def log_lander(root: Path, log: Log) -> SampleLander:
     for partition in range(PARTITIONS):
         sent = log.get(partition, [])
         start = lander.resume_offset(partition)
-        lander.recover(partition, [(o, sent[o]) for o in range(start, len(sent))], len(sent))
+        read = [(o, document_row(sent[o])) for o in range(start, len(sent))]
+        lander.recover(partition, read, len(sent))
     return lander
 
 
