@@ -272,7 +272,7 @@ class SampleLander:
             kept.pop(partition, None)
 
     def mark(self, partition: int, windows: Iterable[float], watermark: float) -> list[str]:
-        """Mark ``windows`` complete for ``partition`` (call after ``flush``).
+        """Mark ``windows`` complete for ``partition`` (writing their changed files first).
 
         Also marks every window folder other partitions created that this one has not marked
         yet and that its watermark has passed (a partition that had no event there, or none at
