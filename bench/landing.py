@@ -17,7 +17,6 @@ files_baseline=<n> files_interval=<n> rows_baseline=<n> rows_interval=<n>``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from liverank.simulator.world import WorldConfig, build_world
 from snapshots.samples import SampleLander
 from streams.events import encode_document
 from streams.join import LabelRules
-from streams.pipeline import USER_SOURCES, Lookups, Message, UserSide, land_batch
+from streams.pipeline import USER_SOURCES, Lookups, Message, UserSide, land_batch, tick_message
 
 NO_LOOKUPS = Lookups(snapshots={}, anchors={}, user_profiles={}, anchor_profiles={})
 
@@ -61,12 +60,10 @@ def traffic(users: int, hours: float, partitions: int) -> list[tuple[float, Mess
 
 def ticks(ts: float, sent: dict[tuple[str, int], int], partitions: int) -> list[Message]:
     """Per partition: the watermark may move to ``ts`` once ``sent`` was read."""
-    out = []
-    for partition in range(partitions):
-        ends = {t: sent.get((t, partition), 0) for t in USER_SOURCES}
-        body = json.dumps({"type": "tick", "ts": ts, "end_offsets": ends}).encode()
-        out.append(Message("control", partition, 0, None, body))
-    return out
+    return [
+        tick_message(p, ts, {t: sent.get((t, p), 0) for t in USER_SOURCES})
+        for p in range(partitions)
+    ]
 
 
 def run(

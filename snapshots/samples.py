@@ -105,6 +105,15 @@ class WindowBuffer:
     unlanded: int | None = None  # the lowest log offset among the rows not in the file yet
 
 
+def _take(buffer: WindowBuffer, row: dict[str, Any]) -> bool:
+    """Keep ``row`` when it is a newer version than the buffer holds; True when kept."""
+    current = buffer.rows.get(row["sample_id"])
+    if current is None or row["version"] > current["version"]:
+        buffer.rows[row["sample_id"]] = row
+        return True
+    return False
+
+
 LANDED = "_landed"  # per partition: how far the lander's log is in files (see ``land``)
 
 
@@ -154,9 +163,7 @@ class SampleLander:
                 buffer = self.buffers[key] = WindowBuffer()
             if not buffer.loaded:
                 self._load(key, buffer)
-            current = buffer.rows.get(row["sample_id"])
-            if current is None or row["version"] > current["version"]:
-                buffer.rows[row["sample_id"]] = row
+            if _take(buffer, row):
                 buffer.dirty = True
                 if offset is not None and (buffer.unlanded is None or offset < buffer.unlanded):
                     buffer.unlanded = offset
@@ -173,9 +180,7 @@ class SampleLander:
         if not self.root.exists(path):
             return
         for row in self.root.read_table(path).to_pylist():
-            current = buffer.rows.get(row["sample_id"])
-            if current is None or row["version"] > current["version"]:
-                buffer.rows[row["sample_id"]] = row
+            _take(buffer, row)
 
     def flush(self, partition: int | None = None) -> int:
         """Rewrite every window file (of ``partition``) that changed; return how many."""
@@ -253,13 +258,11 @@ class SampleLander:
         """Take back the samples of ``partition``'s log read from ``resume_offset`` up to
         ``end`` (entries: offset, the sample's row, ``document_row``), which may not be in
         files; return how many were read."""
-        read = 0
-        for offset, row in entries:
-            self.add_rows(partition, [row], [offset])
-            read += 1
+        taken = list(entries)
+        self.add_rows(partition, [row for _, row in taken], [offset for offset, _ in taken])
         self._log_end[partition] = max(self._log_end.get(partition, 0), end)
         self._landed.pop(partition, None)
-        return read
+        return len(taken)
 
     def release(self, partition: int) -> None:
         """Write ``partition``'s changed files, record how far its log landed and forget it

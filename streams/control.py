@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from liverank.settings import Settings
-from streams.pipeline import USER_SOURCES
+from streams.pipeline import USER_SOURCES, tick_value
 
 
 def parse_time(text: str) -> float:
@@ -66,11 +66,10 @@ class Advancer:
         sent: dict[int, dict[str, int]] = {}
         for partition in self.partitions if partitions is None else partitions:
             offsets = {s: int(ends[self.tps[s, partition]]) for s in USER_SOURCES}
-            tick: dict[str, Any] = {"type": "tick", "ts": to, "end_offsets": offsets}
             self.producer.send(
                 self.settings.topic("control"),
                 key=f"tick-{partition}".encode(),
-                value=json.dumps(tick).encode(),
+                value=tick_value(to, offsets),
                 partition=partition,
             )
             sent[partition] = offsets

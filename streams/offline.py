@@ -10,7 +10,6 @@ run.)
 
 from __future__ import annotations
 
-import json
 import sys
 import zlib
 from collections.abc import Callable, Iterable
@@ -23,7 +22,15 @@ from liverank.simulator.world import AGE_BANDS, CATEGORIES, GENDERS, TAGS, World
 from snapshots.samples import SampleLander
 from streams.events import encode_document
 from streams.join import LabelRules
-from streams.pipeline import USER_SOURCES, AnchorSide, Lookups, Message, UserSide, land_batch
+from streams.pipeline import (
+    USER_SOURCES,
+    AnchorSide,
+    Lookups,
+    Message,
+    UserSide,
+    land_batch,
+    tick_message,
+)
 
 
 def world_profiles(world: World) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
@@ -89,12 +96,12 @@ class OfflineLander:
         if self.newest == float("-inf"):
             return
         ts = self.newest + self.rules.horizon + 2 * 900.0
-        ticks = []
-        for partition in range(self.partitions):
-            ends = {t: self.offsets.get((t, partition), 0) for t in USER_SOURCES}
-            body = json.dumps({"type": "tick", "ts": ts, "end_offsets": ends}).encode()
-            ticks.append(Message("control", partition, 0, None, body))
-        self._user_batch(ticks)
+        self._user_batch(
+            [
+                tick_message(p, ts, {t: self.offsets.get((t, p), 0) for t in USER_SOURCES})
+                for p in range(self.partitions)
+            ]
+        )
 
     def _message(self, topic: str, key: str, document: dict[str, Any]) -> Message:
         partition = zlib.crc32(key.encode()) % self.partitions

@@ -536,6 +536,17 @@ class UserSide:
         return sum(core.open_count() for core in self.cores.values())
 
 
+def tick_value(ts: float, end_offsets: Mapping[str, int]) -> bytes:
+    """A control message's value: the watermark of its partition may move to ``ts`` once
+    every user topic was read to ``end_offsets`` (topic name without prefix -> offset)."""
+    return json.dumps({"type": "tick", "ts": ts, "end_offsets": dict(end_offsets)}).encode()
+
+
+def tick_message(partition: int, ts: float, end_offsets: Mapping[str, int]) -> Message:
+    """A tick (``tick_value``) as the control topic's message for ``partition``."""
+    return Message("control", partition, 0, None, tick_value(ts, end_offsets))
+
+
 def land_batch(
     lander: SampleLander,
     batch: UserBatch,

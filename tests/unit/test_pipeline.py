@@ -42,6 +42,7 @@ from streams.pipeline import (
     UserSide,
     land_batch,
     sample_document,
+    tick_message,
 )
 from streams.reference import (
     EXACT_FEATURES,
@@ -131,17 +132,11 @@ def ticks(
 ) -> list[Message]:
     """A tick to ``ts`` for every partition, after all of ``queues`` (or as much of each
     topic-partition as ``sent`` says) was sent."""
-    out = []
-    for partition in range(PARTITIONS):
-        ends = {
-            topic: len(queues.get((topic, partition), []))
-            if sent is None
-            else sent.get((topic, partition), 0)
-            for topic in SOURCES
-        }
-        body = json.dumps({"type": "tick", "ts": ts, "end_offsets": ends}).encode()
-        out.append(Message("control", partition, 0, None, body))
-    return out
+    ends = sent if sent is not None else {tp: len(queue) for tp, queue in queues.items()}
+    return [
+        tick_message(p, ts, {topic: ends.get((topic, p), 0) for topic in SOURCES})
+        for p in range(PARTITIONS)
+    ]
 
 
 Log = dict[int, list[dict[str, Any]]]  # <prefix>.samples, partition -> the sample documents
